@@ -1,0 +1,29 @@
+# The two set-up commands of README.md: `make run` and `make test`. Both create .venv if absent.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CORES  ?= all
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/snakemake --cores $(CORES) results/metrics.json
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+bench: install
+	for b in bench/*.py; do $(PY) $$b; done
+
+clean:
+	rm -rf results logs benchmarks .snakemake

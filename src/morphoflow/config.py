@@ -1,0 +1,92 @@
+r"""Configuration: the JSON schema split into one file per section, defaults filled from it.
+
+``workflow/schemas/config.schema.yaml`` refers to one schema file per stage (``$ref``). Snakemake's
+``validate`` checks the config through those references but fills defaults only at the top level,
+so :func:`fill_defaults` inlines the references and fills every default first.
+"""
+
+from __future__ import annotations
+
+__all__ = ["load_schema", "fill_defaults", "load_config", "ConfigError"]
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    r"""The configuration breaks the schema; the message names the key path."""
+
+
+def load_schema(path: str | os.PathLike = DEFAULT_SCHEMA) -> dict[str, Any]:
+    r"""Load a YAML schema and inline its relative ``$ref`` files (recursively)."""
+
+    path = Path(path)
+    schema = yaml.safe_load(path.read_text())
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str) and not node["$ref"].startswith("#"):
+                sub = load_schema(path.parent / node["$ref"])
+                sub.pop("$schema", None)
+                rest = {k: inline(v) for k, v in node.items() if k != "$ref"}
+                return {**sub, **rest}
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
+def _default_setting_validator() -> type:
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def fill_defaults(config: dict[str, Any], schema: dict[str, Any] | str | os.PathLike = DEFAULT_SCHEMA) -> dict[str, Any]:
+    r"""Fill missing keys of ``config`` in place from the schema's defaults and validate it.
+
+    Raises:
+        ConfigError: naming the key path (e.g. ``autoencoder.train.lr``) at fault.
+    """
+
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    validator = _default_setting_validator()(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        raise ConfigError(f"config key '{where}': {err.message}")
+    return config
+
+
+def load_config(*paths: str | os.PathLike, schema: str | os.PathLike = DEFAULT_SCHEMA) -> dict[str, Any]:
+    r"""Read YAML config files (later ones override earlier ones, recursively) and fill defaults."""
+
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    config: dict[str, Any] = {}
+    for p in paths:
+        config = merge(config, yaml.safe_load(Path(p).read_text()) or {})
+    return fill_defaults(config, schema)

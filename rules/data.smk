@@ -1,0 +1,50 @@
+# Data stage: simulate (embedded GalSim data set) -> results/data/raw.h5; preprocess -> splits.
+# Other sources (COSMOS, survey stamps) write results/data/raw.h5 from rules/realdata.smk.
+
+
+if mode_is("images") and source_is("simulate"):
+
+    rule simulate:
+        output:
+            f"{RESULTS}/data/raw.h5",
+        params:
+            simulate=config["simulate"],
+            seed=config["seed"],
+        log:
+            log_path("simulate"),
+        benchmark:
+            bench_path("simulate")
+        threads: 8
+        resources:
+            mem_mb=mem_mb(4000),
+            runtime=runtime_min(30),
+        script:
+            "../workflow/scripts/simulate.py"
+
+
+rule preprocess:
+    input:
+        raw=f"{RESULTS}/data/raw.h5",
+    output:
+        train=f"{RESULTS}/data/train.h5",
+        val=f"{RESULTS}/data/val.h5",
+        test=f"{RESULTS}/data/test.h5",
+        cleaning=f"{RESULTS}/data/cleaning.json",
+        tfrecords=(
+            expand(f"{RESULTS}/data/{{split}}.tfrecord", split=SPLITS)
+            if config["preprocess"]["tfrecord"]
+            else []
+        ),
+    params:
+        preprocess=config["preprocess"],
+        seed=config["seed"],
+    log:
+        log_path("preprocess"),
+    benchmark:
+        bench_path("preprocess")
+    threads: 1
+    resources:
+        mem_mb=mem_mb(4000),
+        runtime=runtime_min(20),
+    script:
+        "../workflow/scripts/preprocess.py"

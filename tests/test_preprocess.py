@@ -1,0 +1,177 @@
+"""Rule preprocess: cleaning, target PSF, hashed split, normalisation, on real simulated files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import galsim
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from morphoflow.config import load_config
+from morphoflow.contract import ContractError, read_galaxies, write_galaxies
+from morphoflow.preprocess import (
+    PreprocessError,
+    clean,
+    convolve_to_target,
+    denormalize,
+    load_raw,
+    normalize,
+    run_preprocess,
+    split_ids,
+)
+from morphoflow.simulate import simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "val", "test")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    config = load_config(ROOT / "config/config.yaml", ROOT / "config/test.yaml")
+    config["simulate"]["n_galaxies"] = 40
+    return config
+
+
+@pytest.fixture(scope="module")
+def galaxies(config):
+    return simulate(config, n_threads=1)
+
+
+def outputs(tmp_path: Path, tfrecord: bool = False):
+    h5 = {s: tmp_path / f"{s}.h5" for s in SPLITS}
+    tf = {s: tmp_path / f"{s}.tfrecord" for s in SPLITS} if tfrecord else None
+    return h5, tf, tmp_path / "cleaning.json"
+
+
+def write_raw(path: Path, gs) -> Path:
+    write_galaxies(path, gs)
+    return path
+
+
+def test_cleaning_counts_on_crafted_inputs(tmp_path, config, galaxies):
+    gs = galaxies.subset(np.arange(len(galaxies)))
+    gs.images = gs.images.copy()
+    gs.truth = gs.truth.copy()
+    gs.catalog = {k: v.copy() for k, v in gs.catalog.items()}
+    gs.images[0, 0, 5, 5] = np.nan  # non-finite pixel
+    h = gs.images.shape[-1]
+    gs.truth[1] = np.roll(gs.truth[1], (h // 2, h // 2), axis=(1, 2))  # source cut by the stamp corner
+    gs.catalog["mag"][2] = 40.0  # catalog value out of range
+    raw = write_raw(tmp_path / "raw.h5", gs)
+
+    cfg = json.loads(json.dumps(config["preprocess"]))
+    cfg["cleaning"].update(flux_quantiles=[0.0, 1.0], catalog_ranges={"mag": [15.0, 30.0]})
+    h5, tf, report_path = outputs(tmp_path)
+    report = run_preprocess(raw, h5, tf, report_path, cfg, seed=1)
+
+    assert report == json.loads(report_path.read_text())
+    assert report["removed"]["nonfinite"] == 1
+    assert report["removed"]["catalog_range:mag"] == 1
+    assert report["removed"]["edge"] >= 1
+    assert report["n_in"] == len(gs)
+    assert report["n_out"] == len(gs) - sum(report["removed"].values())
+    kept = np.concatenate([read_galaxies(h5[s]).ids for s in SPLITS])
+    assert len(kept) == report["n_out"]
+    assert not {0, 1, 2} & set(kept.tolist())
+    # The edge rule agrees with a direct measurement on the truth stamps.
+    keep, removed = clean(load_raw(raw), cfg["cleaning"])
+    assert removed == report["removed"] and keep.sum() == report["n_out"]
+
+
+def test_split_is_deterministic_and_disjoint(tmp_path, config, galaxies):
+    ids = np.arange(1000)
+    fractions = {"train": 0.8, "val": 0.1, "test": 0.1}
+    a, b = split_ids(ids, fractions), split_ids(ids, fractions)
+    for s in SPLITS:
+        np.testing.assert_array_equal(a[s], b[s])
+    assert (a["train"].astype(int) + a["val"] + a["test"] == 1).all()
+    assert 700 < a["train"].sum() < 900 and 50 < a["val"].sum() < 150
+    # A galaxy's split does not depend on the other galaxies.
+    sub = split_ids(ids[::7], fractions)
+    for s in SPLITS:
+        np.testing.assert_array_equal(sub[s], a[s][::7])
+    with pytest.raises(PreprocessError, match="preprocess.split"):
+        split_ids(ids, {"train": 0.8, "val": 0.3, "test": 0.1})
+
+    raw = write_raw(tmp_path / "raw.h5", galaxies)
+    h5, tf, rep = outputs(tmp_path)
+    run_preprocess(raw, h5, tf, rep, config["preprocess"], seed=0)
+    parts = {s: read_galaxies(h5[s]) for s in SPLITS}
+    sets = [set(parts[s].ids.tolist()) for s in SPLITS]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    # Normalisation: one norm_scale (median train noise_sigma) in all files; invertible.
+    scale = parts["train"].attrs["norm_scale"]
+    assert scale == pytest.approx(float(np.median(parts["train"].noise_sigma)))
+    assert all(parts[s].attrs["norm_scale"] == scale and parts[s].attrs["norm_method"] == "scale" for s in SPLITS)
+    x = normalize(parts["val"].images, scale)
+    assert 0.5 < np.median(np.abs(x[..., :3, :])) / 0.6745 < 2.0  # noise of order 1 in model units
+    np.testing.assert_allclose(denormalize(x, scale), parts["val"].images, rtol=1e-6)
+    # Pixels are stored in counts, unchanged for the galaxies kept.
+    gal = parts["test"].ids[0]
+    np.testing.assert_array_equal(parts["test"].images[0], galaxies.images[gal])
+
+
+def test_everything_removed_names_the_rule(tmp_path, config, galaxies):
+    raw = write_raw(tmp_path / "raw.h5", galaxies)
+    cfg = json.loads(json.dumps(config["preprocess"]))
+    cfg["cleaning"]["catalog_ranges"] = {"mag": [100.0, 101.0]}
+    h5, tf, rep = outputs(tmp_path)
+    with pytest.raises(PreprocessError, match="catalog_range:mag"):
+        run_preprocess(raw, h5, tf, rep, cfg, seed=0)
+    assert not any(p.exists() for p in h5.values()) and not rep.exists()
+    cfg["cleaning"]["catalog_ranges"] = {"no_such_column": [0.0, 1.0]}
+    with pytest.raises(PreprocessError, match="catalog_ranges.no_such_column"):
+        run_preprocess(raw, h5, tf, rep, cfg, seed=0)
+
+
+def test_bad_raw_file_names_file_and_dataset(tmp_path, config, galaxies):
+    raw = write_raw(tmp_path / "raw.h5", galaxies.subset(np.arange(5)))
+    with h5py.File(raw, "a") as f:
+        del f["noise_sigma"]
+    h5, tf, rep = outputs(tmp_path)
+    with pytest.raises(ContractError, match=r"raw\.h5.*'noise_sigma'"):
+        run_preprocess(raw, h5, tf, rep, config["preprocess"], seed=0)
+    with h5py.File(raw, "a") as f:
+        f["noise_sigma"] = np.ones(3, np.float32)  # wrong shape
+    with pytest.raises(ContractError, match=r"raw\.h5.*'noise_sigma' must be \(5,\)"):
+        run_preprocess(raw, h5, tf, rep, config["preprocess"], seed=0)
+
+
+def second_moment(stack: np.ndarray) -> float:
+    img = stack.mean(axis=0)[0].astype(np.float64)
+    y, x = np.indices(img.shape) - np.array(img.shape)[:, None, None] // 2
+    return float((img * (x**2 + y**2)).sum() / img.sum())
+
+
+def test_target_psf_becomes_the_stored_psf_and_broadens_images(galaxies):
+    gs = galaxies.subset(np.arange(12))
+    target = {"profile": "moffat", "fwhm_arcsec": 0.25, "beta": 3.5}
+    out = convolve_to_target(gs, target)
+    h = gs.images.shape[-1]
+    expected = galsim.Moffat(beta=3.5, fwhm=0.25).drawImage(
+        nx=h, ny=h, scale=gs.pixel_scale, method="no_pixel", use_true_center=False
+    ).array
+    np.testing.assert_allclose(out.psf[0, 0], expected / expected.sum(), atol=1e-6)
+    assert np.isclose(out.psf.sum(), 1.0, atol=1e-5)
+    assert second_moment(out.images) > second_moment(gs.images) + 10.0  # pixels²
+    assert gs.images.mean(axis=0).max() > 1.5 * out.images.mean(axis=0).max()
+    # Flux is conserved (up to light beyond the stamp); the truth is untouched.
+    np.testing.assert_allclose(out.images.sum(axis=(1, 2, 3)), gs.images.sum(axis=(1, 2, 3)), rtol=0.15)
+    np.testing.assert_array_equal(out.truth, gs.truth)
+    # Smoothing the noise lowers its per-pixel sigma and correlates it further.
+    assert (out.noise_sigma < gs.noise_sigma).all()
+    p = out.noise_power[0, 0]
+    assert p[0, 0] / p[h // 2, h // 4] > gs.noise_power[0, 0, 0, 0] / gs.noise_power[0, 0, h // 2, h // 4]
+    # The predicted sigma agrees with the sigma of convolved pure-noise stamps drawn from noise_power.
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal((12, 1, h, h))
+    noise_only = gs.subset(np.arange(12))
+    noise_only.images = np.fft.irfft2(np.fft.rfft2(white) * np.sqrt(gs.noise_power), s=(h, h)).astype(np.float32)
+    assert noise_only.images.std() == pytest.approx(float(gs.noise_sigma[0]), rel=0.1)
+    measured = convolve_to_target(noise_only, target).images.std()
+    assert measured == pytest.approx(float(out.noise_sigma[0]), rel=0.2)

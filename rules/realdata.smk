@@ -1,0 +1,94 @@
+# Real data (issue 7): GalSim's COSMOS training sample (download -> cosmos) and galaxy stamps cut
+# from a survey image (hdf_image -> cut_stamps). Each writes results/data/raw.h5 only when
+# config data.source selects it. See docs/real-data.md.
+
+_DL = config["download"]
+COSMOS_TARBALL = f"{_DL['dir']}/COSMOS_{_DL['sample']}_training_sample.tar.gz"
+HDF_FITS = "resources/hdf/hubble_deep_field.fits"
+
+
+# Resumable (HTTP Range), checksummed download of the ~4.5 GB tarball. Only url and known_hash
+# are params, so that changing retries/timeouts does not trigger a new download.
+rule download:
+    output:
+        COSMOS_TARBALL,
+    params:
+        url=_DL["url"].format(sample=_DL["sample"]),
+        known_hash=_DL["known_hash"],
+    log:
+        log_path("download"),
+    benchmark:
+        bench_path("download")
+    threads: 1
+    resources:
+        mem_mb=mem_mb(500),
+        runtime=runtime_min(240),
+    script:
+        "../workflow/scripts/download.py"
+
+
+if source_is("cosmos"):
+
+    rule cosmos:
+        input:
+            ancient(COSMOS_TARBALL),
+        output:
+            f"{RESULTS}/data/raw.h5",
+        params:
+            cosmos=config["cosmos"],
+            sample=_DL["sample"],
+            known_hash=_DL["known_hash"],
+            seed=config["seed"],
+        log:
+            log_path("cosmos"),
+        benchmark:
+            bench_path("cosmos")
+        threads: 4
+        resources:
+            # ~160 kB per galaxy (image + PSF + noise power, float32), held twice while writing.
+            mem_mb=mem_mb(32000),
+            runtime=runtime_min(360),
+        script:
+            "../workflow/scripts/cosmos.py"
+
+
+if source_is("stamps"):
+
+    if config["stamps"]["image"] == "hdf":
+
+        rule hdf_image:
+            output:
+                HDF_FITS,
+            params:
+                pixel_scale_arcsec=config["stamps"]["pixel_scale_arcsec"],
+            log:
+                log_path("hdf_image"),
+            benchmark:
+                bench_path("hdf_image")
+            threads: 1
+            resources:
+                mem_mb=mem_mb(500),
+                runtime=runtime_min(5),
+            script:
+                "../workflow/scripts/hdf_image.py"
+
+    rule cut_stamps:
+        input:
+            image=HDF_FITS if config["stamps"]["image"] == "hdf" else config["stamps"]["image"],
+            **({"weight": config["stamps"]["weight"]} if config["stamps"]["weight"] else {}),
+            **({"psf": config["stamps"]["psf"]} if config["stamps"]["psf"] else {}),
+        output:
+            f"{RESULTS}/data/raw.h5",
+        params:
+            stamps=config["stamps"],
+            seed=config["seed"],
+        log:
+            log_path("cut_stamps"),
+        benchmark:
+            bench_path("cut_stamps")
+        threads: 1
+        resources:
+            mem_mb=mem_mb(2000),
+            runtime=runtime_min(20),
+        script:
+            "../workflow/scripts/cut_stamps.py"

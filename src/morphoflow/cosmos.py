@@ -1,0 +1,294 @@
+r"""GalSim's COSMOS training sample (HST/ACS F814W, Mandelbaum et al. 2012) → the data contract.
+
+The catalogs are read with GalSim's own :class:`galsim.COSMOSCatalog` (which applies GalSim's
+documented exclusion cuts) and each galaxy is drawn as in Lanusse et al. (2021): the
+:class:`galsim.RealGalaxy` convolved with its own original PSF, drawn ``no_pixel`` on a fixed
+stamp (default 128 × 128 at 0.03 arcsec/pixel), i.e. the observed COSMOS image recentred and
+padded with correlated noise. With it come
+
+* ``psf``: the galaxy's original (effective, pixel-convolved) PSF drawn ``no_pixel`` on the same
+  stamp, unit sum, centre at (H // 2, W // 2);
+* ``noise_sigma``: sqrt of the catalog's noise variance (counts/s);
+* ``noise_power``: the FFT of the noise correlation function drawn on the stamp grid, i.e.
+  :math:`E|\mathrm{rfft2}(n)|^2 / (HW)` in counts² (floored at 1e-6 of its maximum);
+* catalog: ``mag`` ← ``mag_auto`` (AB), ``hlr_arcsec`` ← ``flux_radius`` × 0.03 (flux_radius is in
+  0.03" pixels), ``redshift`` ← ``zphot``, ``sersic_n`` and ``q`` from the single-Sérsic fit.
+
+Pixels are in counts/s of a 1 s HST exposure, for which the F814W AB zero point is 25.94.
+Galaxies are drawn in parallel threads; each uses its own GalSim random stream derived from
+``(seed, IDENT)``, so the output does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "COSMOS_PIXEL_SCALE",
+    "COSMOS_ZEROPOINT",
+    "find_catalog",
+    "open_catalog",
+    "noise_power",
+    "draw_galaxy",
+    "read_cosmos",
+    "extract_sample",
+    "build_cosmos_raw",
+]
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import galsim
+import numpy as np
+from tqdm.auto import tqdm
+
+from .archive import safe_extract
+from .contract import GalaxySet, write_galaxies
+from .download import verify
+from .seeding import item_seed
+
+log = logging.getLogger(__name__)
+
+COSMOS_PIXEL_SCALE = 0.03  #: arcsec / pixel of the COSMOS ACS coadds (and of flux_radius)
+COSMOS_ZEROPOINT = 25.94  #: AB magnitude of 1 count/s in ACS F814W (GalSim's COSMOSCatalog)
+
+
+def find_catalog(folder: str | os.PathLike, sample: str = "25.2") -> Path:
+    r"""Return the ``real_galaxy_catalog_<sample>.fits`` under ``folder`` (searched recursively)."""
+
+    name = f"real_galaxy_catalog_{sample}.fits"
+    hits = sorted(Path(folder).rglob(name))
+    if not hits:
+        raise FileNotFoundError(f"{folder}: no '{name}' found (is config download.sample '{sample}' right?)")
+    return hits[0]
+
+
+def open_catalog(
+    folder: str | os.PathLike,
+    sample: str = "25.2",
+    *,
+    exclusion_level: str = "marginal",
+    min_hlr: float = 0.0,
+    max_hlr: float = 0.0,
+    min_flux: float = 0.0,
+    max_flux: float = 0.0,
+) -> galsim.COSMOSCatalog:
+    r"""Open the sample with :class:`galsim.COSMOSCatalog` and its exclusion cuts.
+
+    Arguments:
+        folder: Folder holding (possibly in a subfolder) the unpacked training sample.
+        sample: ``"25.2"`` or ``"23.5"`` (F814W limiting magnitude).
+        exclusion_level: ``none``, ``bad_stamp``, ``bad_fits`` or ``marginal`` (GalSim's levels).
+        min_hlr, max_hlr: Cuts on the Sérsic-fit half-light radius in arcsec (0: no cut).
+        min_flux, max_flux: Cuts on the Sérsic-fit flux in counts/s (0: no cut).
+    """
+
+    cat_file = find_catalog(folder, sample)
+    try:
+        return galsim.COSMOSCatalog(
+            file_name=cat_file.name,
+            dir=str(cat_file.parent),
+            exclusion_level=exclusion_level,
+            min_hlr=min_hlr,
+            max_hlr=max_hlr,
+            min_flux=min_flux,
+            max_flux=max_flux,
+        )
+    except (OSError, KeyError, galsim.GalSimError) as err:
+        raise ValueError(f"{cat_file}: not a readable COSMOS training sample ({err})") from err
+
+
+def noise_power(noise: galsim.BaseCorrelatedNoise, shape: tuple[int, int], pixel_scale: float) -> np.ndarray:
+    r"""Noise power spectrum :math:`E|\mathrm{rfft2}(n)|^2 / (HW)` (counts²) of ``noise`` on an H × W grid.
+
+    The correlation function is drawn with lag 0 at pixel (H // 2, W // 2); its FFT is the power
+    spectrum (white noise of variance σ² gives σ² everywhere).
+    """
+
+    h, w = shape
+    cf = galsim.ImageD(w, h, scale=pixel_scale)
+    noise.drawImage(cf)
+    ps = np.fft.rfft2(np.fft.ifftshift(cf.array)).real
+    return np.maximum(ps, 1e-6 * ps.max())
+
+
+def draw_galaxy(
+    cat: galsim.COSMOSCatalog,
+    index: int,
+    *,
+    stamp_size: int = 128,
+    pixel_scale: float = COSMOS_PIXEL_SCALE,
+    noise_pad_arcsec: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    r"""Draw galaxy ``index`` (after cuts) of ``cat``: image, PSF (unit sum), noise power and variance.
+
+    Arguments:
+        stamp_size: Stamp side in pixels.
+        pixel_scale: Stamp pixel scale in arcsec.
+        noise_pad_arcsec: Size of the correlated-noise padding around the original stamp in arcsec
+            (default: the stamp diagonal, so the padding covers the whole stamp).
+        seed: Global seed; the padding noise uses ``item_seed(seed, IDENT, "cosmos-pad")``.
+    """
+
+    orig = int(cat.getOrigIndex(index))
+    ident = int(cat.real_cat.ident[orig])
+    pad = noise_pad_arcsec if noise_pad_arcsec is not None else stamp_size * pixel_scale * np.sqrt(2.0)
+    rng = galsim.BaseDeviate(item_seed(seed, ident, "cosmos-pad") % (2**31 - 1) + 1)
+    gal = cat.makeGalaxy(index, gal_type="real", noise_pad_size=pad, rng=rng)
+    psf = gal.original_psf
+    opts = dict(nx=stamp_size, ny=stamp_size, scale=pixel_scale, method="no_pixel", use_true_center=False)
+    image = galsim.Convolve(gal, psf).drawImage(**opts).array
+    psf_image = psf.drawImage(**opts).array
+    psf_image = psf_image / psf_image.sum()
+    noise = cat.real_cat.getNoise(orig)
+    return {
+        "id": ident,
+        "orig_index": orig,
+        "image": image.astype(np.float32),
+        "psf": psf_image.astype(np.float32),
+        "noise_power": noise_power(noise, (stamp_size, stamp_size), pixel_scale).astype(np.float32),
+        "variance": float(noise.getVariance()),
+    }
+
+
+def read_cosmos(
+    folder: str | os.PathLike,
+    *,
+    sample: str = "25.2",
+    stamp_size: int = 128,
+    pixel_scale: float = COSMOS_PIXEL_SCALE,
+    exclusion_level: str = "marginal",
+    min_hlr: float = 0.0,
+    max_hlr: float = 0.0,
+    min_flux: float = 0.0,
+    max_flux: float = 0.0,
+    max_galaxies: int | None = None,
+    noise_pad_arcsec: float | None = None,
+    seed: int = 42,
+    threads: int = 1,
+    progress: bool = True,
+) -> GalaxySet:
+    r"""Read the COSMOS training sample under ``folder`` into a :class:`GalaxySet` (see module doc).
+
+    Galaxies without a finite ``mag_auto``, ``flux_radius`` > 0 and ``zphot`` ≥ 0 are dropped (logged).
+    ``max_galaxies`` keeps the first that many galaxies after the cuts (``None``: all).
+    """
+
+    cat = open_catalog(folder, sample, exclusion_level=exclusion_level, min_hlr=min_hlr,
+                       max_hlr=max_hlr, min_flux=min_flux, max_flux=max_flux)
+    p = cat.param_cat[cat.orig_index]
+    sersic = np.asarray(p["sersicfit"], dtype=np.float64)
+    columns = {
+        "mag": np.asarray(p["mag_auto"], np.float64),
+        "hlr_arcsec": np.asarray(p["flux_radius"], np.float64) * COSMOS_PIXEL_SCALE,
+        "redshift": np.asarray(p["zphot"], np.float64),
+        "sersic_n": sersic[:, 2],
+        "q": sersic[:, 3],
+    }
+    ok = np.isfinite(columns["mag"]) & (columns["hlr_arcsec"] > 0) & (columns["redshift"] >= 0)
+    ok &= np.isfinite(columns["sersic_n"]) & np.isfinite(columns["q"])
+    keep = np.flatnonzero(ok)
+    if max_galaxies is not None:
+        keep = keep[:max_galaxies]
+    log.info("%s: %d galaxies in the catalog, %d after exclusion level '%s' and size/flux cuts, "
+             "%d with valid mag/size/redshift; drawing %d", folder, cat.getNTot(), cat.nobjects,
+             exclusion_level, int(ok.sum()), len(keep))
+    if len(keep) == 0:
+        raise ValueError(f"{folder}: no COSMOS galaxy is left after the cuts (config section 'cosmos')")
+
+    def one(i: int) -> dict[str, Any]:
+        return draw_galaxy(cat, int(i), stamp_size=stamp_size, pixel_scale=pixel_scale,
+                           noise_pad_arcsec=noise_pad_arcsec, seed=seed)
+
+    # Filled in place (not stacked from lists) to hold the pixels once: ~160 kB per 128² galaxy.
+    n, s = len(keep), stamp_size
+    images = np.empty((n, 1, s, s), np.float32)
+    psfs = np.empty((n, 1, s, s), np.float32)
+    powers = np.empty((n, 1, s, s // 2 + 1), np.float32)
+    ids, variances = np.empty(n, np.int64), np.empty(n, np.float64)
+    with ThreadPoolExecutor(max_workers=max(int(threads), 1)) as pool:
+        drawn = pool.map(one, keep)
+        for j, d in enumerate(tqdm(drawn, total=n, desc="COSMOS stamps", disable=not progress)):
+            images[j, 0], psfs[j, 0], powers[j, 0] = d["image"], d["psf"], d["noise_power"]
+            ids[j], variances[j] = d["id"], d["variance"]
+
+    catalog = {"id": ids}
+    catalog.update({k: v[keep] for k, v in columns.items()})
+    return GalaxySet(
+        images=images,
+        psf=psfs,
+        noise_sigma=np.sqrt(variances).astype(np.float32),
+        noise_power=powers,
+        catalog=catalog,
+        attrs={
+            "pixel_scale_arcsec": float(pixel_scale),
+            "band": "F814W",
+            "zeropoint_ab": COSMOS_ZEROPOINT,
+            "source": "cosmos",
+            "cosmos_sample": str(sample),
+            "cosmos_exclusion_level": str(exclusion_level),
+        },
+    )
+
+
+def extract_sample(tarball: str | os.PathLike, dest: str | os.PathLike | None = None, *,
+                   known_hash: str | None = None) -> Path:
+    r"""Unpack ``tarball`` safely into ``dest`` (default: ``<tarball without .tar.gz>_unpacked/``).
+
+    A previous extraction of the same file (name and size recorded in ``dest/.source``) is reused.
+    Before extracting, the tarball is checked with :func:`morphoflow.download.verify` (against
+    ``known_hash``, or the recorded ``<tarball>.sha256``, which is written if missing).
+    """
+
+    tarball = Path(tarball)
+    dest = Path(dest) if dest is not None else tarball.with_name(tarball.name.removesuffix(".tar.gz") + "_unpacked")
+    stamp = f"{tarball.name} {tarball.stat().st_size}\n"
+    marker = dest / ".source"
+    if marker.exists() and marker.read_text() == stamp:
+        log.info("reusing the extraction of %s in %s", tarball, dest)
+        return dest
+    verify(tarball, known_hash)
+    safe_extract(tarball, dest)
+    marker.write_text(stamp)
+    return dest
+
+
+def build_cosmos_raw(
+    tarball: str | os.PathLike,
+    output: str | os.PathLike,
+    cosmos: dict[str, Any],
+    *,
+    sample: str = "25.2",
+    known_hash: str | None = None,
+    seed: int = 42,
+    threads: int = 1,
+) -> None:
+    r"""Workflow entry point: unpack the downloaded tarball and write ``output`` (contract file).
+
+    Arguments:
+        tarball: The downloaded ``COSMOS_<sample>_training_sample.tar.gz``.
+        output: The galaxy file to write (``results/data/raw.h5``).
+        cosmos: The config section ``cosmos`` (keys of ``workflow/schemas/cosmos.schema.yaml``).
+        known_hash: The tarball's expected checksum (config ``download.known_hash``).
+    """
+
+    folder = extract_sample(tarball, cosmos.get("extract_dir"), known_hash=known_hash)
+    gs = read_cosmos(
+        folder,
+        sample=sample,
+        stamp_size=int(cosmos["stamp_size"]),
+        pixel_scale=float(cosmos["pixel_scale_arcsec"]),
+        exclusion_level=str(cosmos["exclusion_level"]),
+        min_hlr=float(cosmos["min_hlr_arcsec"]),
+        max_hlr=float(cosmos["max_hlr_arcsec"]),
+        min_flux=float(cosmos["min_flux"]),
+        max_flux=float(cosmos["max_flux"]),
+        max_galaxies=cosmos.get("max_galaxies"),
+        noise_pad_arcsec=cosmos.get("noise_pad_arcsec"),
+        seed=seed,
+        threads=threads,
+    )
+    write_galaxies(output, gs)
+    log.info("wrote %d COSMOS galaxies to %s", len(gs), output)

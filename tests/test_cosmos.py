@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from _cosmos_fixture import BAD_FIT, BAD_STAMP, FileServer, make_cosmos_tarball
+from morphoflow.contract import read_galaxies
+from morphoflow.cosmos import build_cosmos_raw, extract_sample, read_cosmos
+from morphoflow.download import DownloadError, fetch
+
+N = 10
+STAMP = 64
+COSMOS_CFG = {
+    "stamp_size": STAMP,
+    "pixel_scale_arcsec": 0.03,
+    "exclusion_level": "marginal",
+    "min_hlr_arcsec": 0.0,
+    "max_hlr_arcsec": 0.0,
+    "min_flux": 0.0,
+    "max_flux": 0.0,
+    "max_galaxies": None,
+    "noise_pad_arcsec": None,
+    "extract_dir": None,
+}
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory):
+    return make_cosmos_tarball(tmp_path_factory.mktemp("cosmos_src"), n=N)
+
+
+@pytest.fixture(scope="module")
+def raw(tarball, tmp_path_factory):
+    r"""Download the tarball over HTTP (connection cut once), unpack it and write raw.h5."""
+    work = tmp_path_factory.mktemp("cosmos_run")
+    with FileServer({"/COSMOS_25.2_training_sample.tar.gz": tarball.read_bytes()}, cut_first=True) as srv:
+        local = fetch(f"{srv.url}/COSMOS_25.2_training_sample.tar.gz",
+                      work / "COSMOS_25.2_training_sample.tar.gz", backoff=0, progress=False)
+    assert any(r is not None for _, r in srv.requests)  # resumed with Range
+    assert local.read_bytes() == tarball.read_bytes()
+    out = work / "raw.h5"
+    build_cosmos_raw(local, out, COSMOS_CFG, sample="25.2", seed=7, threads=2)
+    return work, out
+
+
+def test_contract_file_from_cosmos(raw):
+    work, out = raw
+    gs = read_galaxies(out)
+    root = work / "COSMOS_25.2_training_sample_unpacked" / "COSMOS_25.2_training_sample"
+    param = fits.getdata(root / "real_galaxy_catalog_25.2_fits.fits")
+    ident = np.asarray(param["IDENT"])
+    # GalSim's 'marginal' exclusion removes the failed fit and the low-S/N stamp, nothing else.
+    assert len(gs) == N - 2
+    assert set(gs.ids) == set(ident) - {ident[BAD_FIT], ident[BAD_STAMP]}
+    assert gs.images.shape == (N - 2, 1, STAMP, STAMP)
+    assert gs.attrs["source"] == "cosmos" and gs.attrs["band"] == "F814W"
+    assert gs.attrs["pixel_scale_arcsec"] == 0.03 and gs.attrs["zeropoint_ab"] == 25.94
+    rows = np.searchsorted(ident, gs.ids)
+    np.testing.assert_allclose(gs.catalog["mag"], param["mag_auto"][rows])
+    np.testing.assert_allclose(gs.catalog["hlr_arcsec"], 0.03 * param["flux_radius"][rows])
+    np.testing.assert_allclose(gs.catalog["redshift"], param["zphot"][rows])
+    np.testing.assert_allclose(gs.catalog["sersic_n"], param["sersicfit"][rows, 2])
+    np.testing.assert_allclose(gs.catalog["q"], param["sersicfit"][rows, 3])
+    assert gs.units["mag"] == "mag(AB)" and gs.units["hlr_arcsec"] == "arcsec"
+
+
+def test_pixels_psf_and_noise_model(raw):
+    gs = read_galaxies(raw[1])
+    # Flux in the stamp matches mag_auto with the F814W zero point (the stamp truncates a little).
+    stamp_mag = gs.attrs["zeropoint_ab"] - 2.5 * np.log10(gs.images.sum(axis=(1, 2, 3)))
+    assert np.all(np.abs(stamp_mag - gs.catalog["mag"]) < 0.5)
+    # Each galaxy's light is centred in its stamp.
+    yy, xx = np.mgrid[:STAMP, :STAMP]
+    img = np.clip(gs.images[:, 0], 0, None)
+    cy = (img * yy).sum(axis=(1, 2)) / img.sum(axis=(1, 2))
+    cx = (img * xx).sum(axis=(1, 2)) / img.sum(axis=(1, 2))
+    assert np.all(np.abs(cy - STAMP // 2) < 3) and np.all(np.abs(cx - STAMP // 2) < 3)
+    # One PSF per galaxy, unit sum, peak at (H // 2, W // 2).
+    assert gs.psf.shape == gs.images.shape
+    np.testing.assert_allclose(gs.psf.sum(axis=(1, 2, 3)), 1.0, rtol=1e-5)
+    peaks = gs.psf[:, 0].reshape(len(gs), -1).argmax(axis=1)
+    assert np.all(peaks == (STAMP // 2) * STAMP + STAMP // 2)
+    # Correlated noise: power spectrum averages to the variance (Parseval), is not flat, and
+    # the stamp corners (sky only) have about the stated sigma.
+    assert gs.noise_power.shape == (len(gs), 1, STAMP, STAMP // 2 + 1)
+    p = gs.noise_power[:, 0]
+    full_sum = p[..., 0].sum(-1) + p[..., -1].sum(-1) + 2 * p[..., 1:-1].sum(axis=(-1, -2))
+    np.testing.assert_allclose(full_sum / STAMP**2, gs.noise_sigma**2, rtol=0.02)
+    assert gs.noise_power[0, 0, 0, 0] > 2 * gs.noise_power[0, 0, STAMP // 2, STAMP // 4]
+    corners = np.concatenate([gs.images[:, 0, :10, :10].ravel(), gs.images[:, 0, -10:, -10:].ravel()])
+    assert 0.6 < corners.std() / gs.noise_sigma.mean() < 1.6
+
+
+def test_threads_do_not_change_results(raw):
+    folder = raw[0] / "COSMOS_25.2_training_sample_unpacked"
+    one = read_cosmos(folder, stamp_size=96, seed=7, threads=1, progress=False, exclusion_level="none")
+    two = read_cosmos(folder, stamp_size=96, seed=7, threads=2, progress=False, exclusion_level="none")
+    assert len(one) == N  # no exclusion
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.catalog["id"], two.catalog["id"])
+    other = read_cosmos(folder, stamp_size=96, seed=8, threads=1, progress=False, exclusion_level="none")
+    assert not np.array_equal(one.images, other.images)  # the noise padding follows the seed
+
+
+def test_size_cut_and_reuse_of_extraction(raw):
+    work = raw[0]
+    folder = extract_sample(work / "COSMOS_25.2_training_sample.tar.gz")  # reused, not re-extracted
+    hlr = read_cosmos(folder, stamp_size=16, threads=1, progress=False).catalog["hlr_arcsec"]
+    cut = read_cosmos(folder, stamp_size=16, threads=1, progress=False, max_hlr=0.3)
+    assert 0 < len(cut) < len(hlr)
+    with pytest.raises(FileNotFoundError, match="real_galaxy_catalog_23.5.fits"):
+        read_cosmos(folder, sample="23.5", progress=False)
+
+
+def test_preprocess_accepts_cosmos_file(raw, tmp_path):
+    pre = pytest.importorskip("morphoflow.preprocess")
+    from morphoflow.config import fill_defaults
+
+    cfg = fill_defaults({})["preprocess"]
+    cfg["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}  # 8 galaxies: 4 / 2 / 2
+    cfg["cleaning"]["flux_quantiles"] = [0.0, 1.0]
+    outs = {s: tmp_path / f"{s}.h5" for s in ("train", "val", "test")}
+    report = pre.run_preprocess(raw[1], outs, None, tmp_path / "cleaning.json", cfg, seed=7)
+    assert report["n_in"] == N - 2 and report["n_out"] == N - 2  # no COSMOS stamp is cut by the edge rule
+    parts = [read_galaxies(outs[s]) for s in ("train", "val", "test")]
+    assert sum(len(p) for p in parts) == N - 2
+    for p in parts:
+        assert p.noise_power is not None and p.attrs["norm_scale"] > 0 and p.attrs["source"] == "cosmos"
+
+
+def test_corrupted_tarball_is_refused_before_extraction(tarball, tmp_path):
+    local = tmp_path / tarball.name
+    data = bytearray(tarball.read_bytes())
+    local.write_bytes(bytes(data))
+    extract_sample(local)  # records the checksum on first use
+    assert (tmp_path / (tarball.name + ".sha256")).exists()
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    local.write_bytes(bytes(data))
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        extract_sample(local, tmp_path / "other")
+    assert not (tmp_path / "other").exists()

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import hashlib
+import socket
+
+import pytest
+
+from _cosmos_fixture import FileServer
+from morphoflow.download import DownloadError, fetch, run_download, verify
+
+PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
+
+
+def sha(b: bytes) -> str:
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def test_resume_after_dropped_connection(tmp_path):
+    with FileServer({"/f.tar.gz": PAYLOAD}, cut_first=True) as srv:
+        out = fetch(f"{srv.url}/f.tar.gz", tmp_path / "f.tar.gz", known_hash=sha(PAYLOAD),
+                    backoff=0, chunk_size=4096, progress=False)
+    assert out.read_bytes() == PAYLOAD
+    # First request without Range was cut half-way; the second resumed from the bytes kept.
+    assert srv.requests[0][1] is None
+    resumed = srv.requests[1][1]
+    assert resumed is not None and 0 < int(resumed[6:-1]) < len(PAYLOAD)
+    assert len(srv.requests) == 2
+    assert not (tmp_path / "f.tar.gz.part").exists()
+
+
+def test_resume_of_partial_file_from_earlier_run_and_hash_recorded(tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:1000])
+    with FileServer({"/f.bin": PAYLOAD}) as srv:
+        out = fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", progress=False)
+    assert srv.requests == [("/f.bin", "bytes=1000-")]
+    assert out.read_bytes() == PAYLOAD
+    # No checksum configured: the first download's SHA-256 is recorded and checked on reuse.
+    assert (tmp_path / "f.bin.sha256").read_text().strip() == sha(PAYLOAD)
+    out.write_bytes(PAYLOAD[:-1] + b"\x00")  # corrupted on disk later
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        fetch("http://127.0.0.1:9/unused", out, progress=False)
+
+
+def test_checksum_mismatch_leaves_no_file(tmp_path):
+    with FileServer({"/f.bin": PAYLOAD}) as srv:
+        with pytest.raises(DownloadError, match="checksum mismatch") as err:
+            fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", known_hash=sha(b"something else"), progress=False)
+    assert f"{srv.url}/f.bin" in str(err.value)
+    assert not (tmp_path / "f.bin").exists()
+    assert not (tmp_path / "f.bin.part").exists()
+
+
+def test_md5_hash_and_reuse_without_network(tmp_path):
+    md5 = "md5:" + hashlib.md5(PAYLOAD).hexdigest()
+    with FileServer({"/f.bin": PAYLOAD}) as srv:
+        fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", known_hash=md5, progress=False)
+    assert verify(tmp_path / "f.bin", md5) == md5
+    # The server is gone: an existing verified file is reused, nothing is fetched.
+    assert fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", known_hash=md5).read_bytes() == PAYLOAD
+
+
+def test_http_error_is_named(tmp_path):
+    with FileServer({}) as srv:
+        with pytest.raises(DownloadError, match="HTTP error 404"):
+            fetch(f"{srv.url}/missing", tmp_path / "x", progress=False)
+
+
+def test_unreachable_host_fails_with_one_line(tmp_path, caplog):
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SystemExit) as exc:
+        run_download(f"http://127.0.0.1:{port}/COSMOS.tar.gz", tmp_path / "c.tar.gz", retries=3, timeout=2)
+    assert exc.value.code == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith(f"download failed: http://127.0.0.1:{port}/COSMOS.tar.gz: cannot connect")
+    assert not (tmp_path / "c.tar.gz").exists()

@@ -6,4 +6,15 @@ conditioned on physical parameters (magnitude, size, redshift, ...). See README.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "Generator", "GeneratedGalaxies"]
+
+_LAZY = {"Generator": "morphoflow.generator", "GeneratedGalaxies": "morphoflow.generator"}
+
+
+def __getattr__(name: str):
+    # Lazy: `import morphoflow` stays light (no torch/zuko) until `morphoflow.Generator` is used.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'morphoflow' has no attribute '{name}'")

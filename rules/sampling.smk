@@ -1,0 +1,31 @@
+# Stage 2 sampling (issue 4): one generated counterpart per test galaxy, at its conditions.
+# results/samples/flow.h5: latents from the flow; results/samples/gaussian.h5: the baseline
+# z ~ N(0, I) in the decoder's latent space. Both decoded, PSF-convolved and given noise from
+# the test galaxy's noise model; data-contract layout plus a dataset 'z' of the latents.
+
+
+rule sample:
+    input:
+        test=f"{RESULTS}/data/test.h5",
+        autoencoder=f"{RESULTS}/autoencoder/model.pt",
+        flow=branch(lambda wc: wc.method == "flow", then=f"{RESULTS}/flow/model.pt"),
+    output:
+        f"{RESULTS}/samples/{{method}}.h5",
+    wildcard_constraints:
+        method="|".join(config["sample"]["methods"]),
+    params:
+        sample=config["sample"],
+        seed=config["seed"],
+        out_of_range=config["flow"]["out_of_range"],
+    log:
+        log_path("sample_{method}"),
+    benchmark:
+        bench_path("sample_{method}")
+    threads: 2
+    resources:
+        mem_mb=mem_mb(4000),
+        runtime=runtime_min(30),
+    conda:
+        "../envs/morphoflow.yaml"
+    script:
+        "../workflow/scripts/sample.py"

@@ -1,0 +1,199 @@
+r"""Figures of the metrics stage (matplotlib, Agg backend, PNG).
+
+Kinds (keys of the ``paths`` mapping of :func:`make_plots`; any may be left out):
+``grid`` real vs generated stamps at the same conditions, ``histograms`` of every property,
+``power_spectra`` mean 1-D spectra, ``conditional`` requested vs measured conditions,
+``latent_corner`` encoded test latents vs flow samples, ``loss_curves`` training histories.
+"""
+
+from __future__ import annotations
+
+__all__ = ["make_plots"]
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..atomic import atomic_path  # noqa: E402
+from ..contract import GalaxySet  # noqa: E402
+
+COLORS = {"real": "k", "flow": "C0", "gaussian": "C1"}
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=72)
+    plt.close(fig)
+
+
+def _grid(path: Any, real: GalaxySet, gens: dict[str, GalaxySet], channel: int, n: int) -> None:
+    order = np.argsort(np.asarray(real.catalog.get("mag", np.arange(len(real))), np.float64))
+    pick = order[np.linspace(0, len(real) - 1, min(n, len(real))).astype(int)]
+    rows = [("real", real)] + list(gens.items())
+    fig, axes = plt.subplots(len(rows), len(pick), figsize=(1.3 * len(pick), 1.4 * len(rows)), squeeze=False)
+    for j, i in enumerate(pick):
+        ref = real.images[i, channel]
+        s = max(float(real.noise_sigma[i]), 1e-12)
+        vmax = np.arcsinh(ref.max() / s)
+        for r, (name, gs) in enumerate(rows):
+            ax = axes[r, j]
+            ax.imshow(np.arcsinh(gs.images[i, channel] / s), origin="lower", cmap="gray_r", vmin=-1, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name)
+            if r == 0 and "mag" in real.catalog:
+                ax.set_title(f"{real.catalog['mag'][i]:.1f} mag", fontsize=7)
+    _save(fig, path)
+
+
+def _hist(path: Any, real_props: dict, gen_props: dict) -> None:
+    keys = [k for k in real_props if k != "hsm_failed"]
+    ncol = 5
+    nrow = int(np.ceil(len(keys) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 2.4 * nrow), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        sets = {"real": real_props[k], **{m: p[k] for m, p in gen_props.items()}}
+        allv = np.concatenate([v[np.isfinite(v)] for v in sets.values()])
+        if len(allv) == 0:
+            continue
+        lo, hi = np.percentile(allv, [1, 99])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 30)
+        for name, v in sets.items():
+            ax.hist(v[np.isfinite(v)], bins=bins, histtype="step", density=True, color=COLORS.get(name), label=name)
+        ax.set_title(k)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.3, hspace=0.45)
+    _save(fig, path)
+
+
+def _power(path: Any, real: GalaxySet, gens: dict[str, GalaxySet], channel: int, power: Callable) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, gs in [("real", real)] + list(gens.items()):
+        k, p = power(gs.images[:, channel])
+        with np.errstate(divide="ignore"):
+            ax.semilogx(k, np.nanmean(np.log10(p), axis=0), color=COLORS.get(name), label=name)
+    ax.set_xlabel("k [cycles / pixel]")
+    ax.set_ylabel("<log10 P(k) / counts²>")
+    ax.legend()
+    _save(fig, path)
+
+
+def _conditional(path: Any, real: GalaxySet, gens: dict, real_props: dict, gen_props: dict) -> None:
+    ps, zp = real.pixel_scale, float(real.attrs["zeropoint_ab"])
+
+    def measured(p: dict) -> dict:
+        f = np.asarray(p["flux"], np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mag = np.where(f > 0, zp - 2.5 * np.log10(np.where(f > 0, f, 1.0)), np.nan)
+        return {"mag": mag, "hlr_arcsec": np.asarray(p["r50"]) * ps}
+
+    conds = [c for c in ("mag", "hlr_arcsec") if c in real.catalog]
+    fig, axes = plt.subplots(1, max(len(conds), 1), figsize=(4 * max(len(conds), 1), 3.6), squeeze=False)
+    for ax, c in zip(axes[0], conds):
+        sets = [("real", real, real_props)] + [(m, gens[m], gen_props[m]) for m in gens]
+        for name, gs, p in sets:
+            ax.scatter(gs.catalog[c], measured(p)[c], s=4, alpha=0.5, color=COLORS.get(name), label=name)
+        lo, hi = np.nanmin(real.catalog[c]), np.nanmax(real.catalog[c])
+        ax.plot([lo, hi], [lo, hi], "k:", lw=1)
+        ax.set_xlabel(f"requested {c}")
+        ax.set_ylabel(f"measured {c}")
+    axes[0, 0].legend(fontsize=7)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.3, hspace=0.45)
+    _save(fig, path)
+
+
+def _corner(path: Any, z_real: np.ndarray | None, z_gen: np.ndarray | None, dims: int) -> None:
+    if z_real is None:
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.text(0.5, 0.5, "no latents", ha="center")
+        ax.axis("off")
+        _save(fig, path)
+        return
+    d = min(dims, z_real.shape[1])
+    fig, axes = plt.subplots(d, d, figsize=(2 * d, 2 * d), squeeze=False)
+    for i in range(d):
+        for j in range(d):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                ax.hist(z_real[:, i], bins=30, histtype="step", density=True, color="k", label="encoded test")
+                if z_gen is not None:
+                    ax.hist(z_gen[:, i], bins=30, histtype="step", density=True, color="C0", label="flow samples")
+            else:
+                ax.scatter(z_real[:, j], z_real[:, i], s=2, alpha=0.4, color="k")
+                if z_gen is not None:
+                    ax.scatter(z_gen[:, j], z_gen[:, i], s=2, alpha=0.4, color="C0")
+            if i == d - 1:
+                ax.set_xlabel(f"z{j}")
+            if j == 0:
+                ax.set_ylabel(f"z{i}")
+    axes[0, 0].legend(fontsize=6)
+    _save(fig, path)
+
+
+def _losses(path: Any, histories: dict[str, Any]) -> None:
+    import pandas as pd
+
+    n = max(len(histories), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.2), squeeze=False)
+    for ax, (name, p) in zip(axes[0], histories.items()):
+        if not Path(p).exists():
+            ax.set_title(f"{name}: no history")
+            continue
+        h = pd.read_csv(p)
+        x = h["epoch"] if "epoch" in h else np.arange(len(h))
+        for col in ("train_loss", "val_loss"):
+            if col in h:
+                ax.plot(x, h[col], label=col)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.3, hspace=0.45)
+    _save(fig, path)
+
+
+def make_plots(
+    paths: dict[str, str | os.PathLike],
+    *,
+    real: GalaxySet,
+    gens: dict[str, GalaxySet],
+    real_props: dict[str, np.ndarray],
+    gen_props: dict[str, dict[str, np.ndarray]],
+    channel: int = 0,
+    z_real: np.ndarray | None = None,
+    z_gen: np.ndarray | None = None,
+    histories: dict[str, Any] | None = None,
+    pcfg: dict[str, Any] | None = None,
+    power: Callable | None = None,
+) -> None:
+    r"""Write each requested figure kind to its path (see the module docstring)."""
+    pcfg = pcfg or {}
+    unknown = set(paths) - {"grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves"}
+    if unknown:
+        raise ValueError(f"unknown plot kinds {sorted(unknown)}")
+    if "grid" in paths:
+        _grid(paths["grid"], real, gens, channel, int(pcfg.get("n_grid", 8)))
+    if "histograms" in paths:
+        _hist(paths["histograms"], real_props, gen_props)
+    if "power_spectra" in paths:
+        from .power_spectrum import power_spectrum_1d
+
+        _power(paths["power_spectra"], real, gens, channel, power or power_spectrum_1d)
+    if "conditional" in paths:
+        _conditional(paths["conditional"], real, gens, real_props, gen_props)
+    if "latent_corner" in paths:
+        _corner(paths["latent_corner"], z_real, z_gen, int(pcfg.get("corner_dims", 4)))
+    if "loss_curves" in paths:
+        _losses(paths["loss_curves"], histories or {})

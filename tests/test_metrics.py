@@ -1,0 +1,220 @@
+r"""Distances, floors, C2ST, power spectra and metrics.json from a small synthetic run (real files)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from morphoflow.contract import ContractError, read_galaxies, write_galaxies
+from morphoflow.metrics.c2st import c2st_auc, roc_auc
+from morphoflow.metrics.collect import read_benchmarks, run_metrics, validate_metrics, write_metrics
+from morphoflow.metrics.distances import frechet_distance, split_halves, wasserstein_1d, with_floor
+from morphoflow.metrics.power_spectrum import power_spectrum_1d, power_spectrum_distance
+from morphoflow.metrics.summary import format_summary
+from morphoflow.metrics.testdata import render_galaxies
+
+torch.set_num_threads(1)
+
+
+def test_white_noise_power_spectrum_is_flat_at_sigma_squared():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 3.0, (300, 32, 32))
+    k, p = power_spectrum_1d(noise)
+    assert k[0] > 0 and k[-1] <= 0.5
+    mean = p.mean(axis=0)
+    np.testing.assert_allclose(mean, 9.0, rtol=0.1)  # σ² in every bin (few modes at low k)
+    assert mean.mean() == pytest.approx(9.0, rel=0.02)
+    slope = np.polyfit(k, np.log10(mean), 1)[0]
+    assert abs(slope) < 0.1  # flat: < 0.05 dex over the whole k range
+
+
+def test_power_spectrum_of_smooth_blob_falls_with_k():
+    y, x = np.mgrid[:32, :32]
+    blob = np.exp(-((x - 16) ** 2 + (y - 16) ** 2) / (2 * 3.0**2))[None]
+    _, p = power_spectrum_1d(blob)
+    assert p[0, 0] > 1e3 * p[0, -1]
+
+
+def test_set_against_itself_has_zero_distance():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(300, 4))
+    assert wasserstein_1d(feats[:, 0], feats[:, 0]) == 0.0
+    assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-6)
+    imgs = rng.normal(size=(20, 16, 16))
+    assert power_spectrum_distance(imgs, imgs) == 0.0
+
+
+def test_same_distribution_ratio_near_one_and_shifted_far():
+    rng = np.random.default_rng(2)
+    ids = np.arange(4000)
+    a, b = split_halves(ids)
+    assert 0.45 < a.mean() < 0.55
+    np.testing.assert_array_equal(split_halves(ids)[0], a)  # deterministic
+    real = rng.normal(size=4000)
+    same = rng.normal(size=4000)
+    shifted = rng.normal(0.5, 1.0, size=4000)
+    floor = wasserstein_1d(real[a], real[b])
+    r_same = with_floor(wasserstein_1d(real[a], same[b]), floor)["ratio"]
+    r_shift = with_floor(wasserstein_1d(real[a], shifted[b]), floor)["ratio"]
+    assert 0.3 < r_same < 3.0
+    assert r_shift > 5.0
+    fa, fb = rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3))
+    assert frechet_distance(fa, fb) < 0.1 < frechet_distance(fa, fb + 1.0)
+
+
+def test_roc_auc_known_values():
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert roc_auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5
+
+
+def test_c2st_identical_near_half_and_different_near_one():
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:16, :16]
+    blob = 8.0 * np.exp(-((x - 8) ** 2 + (y - 8) ** 2) / 8.0)
+    a = rng.normal(size=(120, 1, 16, 16)) + blob
+    b = rng.normal(size=(120, 1, 16, 16)) + blob
+    c = rng.normal(size=(120, 1, 16, 16)) + 0.3 * blob
+    same = c2st_auc(a, b, seed=0, epochs=8)
+    diff = c2st_auc(a, c, seed=0, epochs=8)
+    assert 0.3 < same < 0.7
+    assert diff > 0.9
+    assert c2st_auc(a, c, seed=0, epochs=8) == diff  # seeded: reruns are identical
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("metrics")
+    real = render_galaxies(30, size=32, seed=11, knot_fraction=(0.0, 0.4))
+    flow = render_galaxies(30, size=32, seed=12, knot_fraction=(0.0, 0.4))
+    flow.catalog = dict(real.catalog)  # generated at the test galaxies' conditions
+    flow.attrs["source"] = "flow"
+    gauss = render_galaxies(30, size=32, seed=13, hlr_arcsec=(0.05, 0.1), log10_flux=(3.0, 3.5))
+    gauss.catalog = dict(real.catalog)
+    gauss.attrs["source"] = "gaussian"
+    write_galaxies(d / "test.h5", real)
+    write_galaxies(d / "flow.h5", flow)
+    write_galaxies(d / "gaussian.h5", gauss)
+    with h5py.File(d / "flow.h5", "a") as f:
+        f["z"] = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+    with h5py.File(d / "latents.h5", "w") as f:
+        f["z_mean"] = np.random.default_rng(1).normal(size=(30, 3)).astype(np.float32)
+    for split, n in (("train", 100), ("val", 20)):
+        with h5py.File(d / f"{split}.h5", "w") as f:
+            f["catalog/id"] = np.arange(n)
+    (d / "cleaning.json").write_text(json.dumps({"n_in": 170, "n_out": 160}))
+    (d / "ae.json").write_text(
+        json.dumps({"test_chi2_per_pixel": 1.1, "test_chi2_per_pixel_stamp": 1.2, "test_mse": 0.1, "test_ssim": 0.8})
+    )
+    (d / "flow.json").write_text(json.dumps({"test_nll_per_dim": 1.3}))
+    (d / "hist.csv").write_text("epoch,step,lr,seconds,train_loss,val_loss\n0,10,0.001,1.0,2.0,2.1\n1,20,0.001,2.0,1.5,1.6\n")
+    (d / "bench").mkdir()
+    (d / "bench" / "train_flow.tsv").write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t100\n")
+    (d / "bench" / "broken.tsv").write_text("nothing here\n")
+    plots = {k: d / "plots" / f"{k}.png" for k in
+             ("grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves")}
+    metrics = run_metrics(
+        test=d / "test.h5",
+        samples={"flow": d / "flow.h5", "gaussian": d / "gaussian.h5"},
+        metrics_json=d / "metrics.json",
+        summary_md=d / "summary.md",
+        plots=plots,
+        config={"c2st": {"epochs": 2, "batch_size": 16}, "targets": {"ratio": 1.5}},
+        seed=42,
+        latents=d / "latents.h5",
+        train=d / "train.h5",
+        val=d / "val.h5",
+        cleaning=d / "cleaning.json",
+        ae_metrics=d / "ae.json",
+        flow_metrics=d / "flow.json",
+        ae_history=d / "hist.csv",
+        flow_history=d / "hist.csv",
+        benchmarks=sorted((d / "bench").glob("*.tsv")),
+        progress=False,
+    )
+    return d, metrics, plots
+
+
+def test_metrics_json_validates_and_is_finite(run_dir):
+    d, metrics, plots = run_dir
+    on_disk = json.loads((d / "metrics.json").read_text())
+    assert on_disk == metrics
+    validate_metrics(on_disk)
+
+    def finite(node):
+        if isinstance(node, dict):
+            return all(finite(v) for v in node.values())
+        if isinstance(node, float):
+            return math.isfinite(node)
+        return True
+
+    assert finite(on_disk)
+    assert on_disk["data"] == {"n_test": 30, "n_train": 100, "n_val": 20, "cleaning": {"n_in": 170, "n_out": 160}}
+    assert on_disk["autoencoder"]["test_ssim"] == 0.8 and on_disk["flow"]["test_nll_per_dim"] == 1.3
+    assert on_disk["timing_s"] == {"train_flow": 12.5}
+    for model in ("flow", "gaussian"):
+        g = on_disk["generation"][model]
+        assert set(g["morphology"]) == {"flux", "r50", "sigma", "e1", "e2", "gini", "m20", "concentration", "asymmetry", "smoothness"}
+        assert set(g["conditional"]) == {"mag", "hlr_arcsec"}
+        assert "psf_free" in g
+    # real galaxies measure their own conditions well
+    assert on_disk["generation"]["flow"]["conditional"]["mag"]["corr_real"] > 0.9
+    for p in plots.values():
+        assert p.stat().st_size > 1000
+
+
+def test_metrics_separate_the_bad_model(run_dir):
+    _, metrics, _ = run_dir
+    flow, gauss = metrics["generation"]["flow"], metrics["generation"]["gaussian"]
+    # the "gaussian" set is fainter and smaller: its size/flux distances are far above the floor
+    assert gauss["morphology"]["r50"]["ratio"] > 3 * flow["morphology"]["r50"]["ratio"]
+    assert gauss["morphology"]["flux"]["ratio"] > 3.0
+    assert gauss["frechet_morphology"]["ratio"] > flow["frechet_morphology"]["ratio"]
+    assert gauss["power_spectrum"]["ratio"] > flow["power_spectrum"]["ratio"]
+    assert gauss["c2st_auc"] > 0.9
+    assert flow["morphology"]["r50"]["floor"] > 0
+
+
+def test_summary_marks_targets(run_dir):
+    d, metrics, _ = run_dir
+    text = (d / "summary.md").read_text()
+    assert "| statistic | flow | gaussian |" in text
+    assert "✗" in text and "✓" in text
+    assert text == format_summary(metrics, {"ratio": 1.5})
+
+
+def test_write_metrics_rejects_bad_content(tmp_path):
+    good = {"format_version": 1, "data": {"n_test": 3}, "particles": {"w1": 0.2}}
+    write_metrics(tmp_path / "m.json", good)
+    assert json.loads((tmp_path / "m.json").read_text())["particles"] == {"w1": 0.2}
+    with pytest.raises(ValueError, match="data.n_test"):
+        write_metrics(tmp_path / "bad.json", {"format_version": 1, "data": {"n_test": "many"}})
+    with pytest.raises(ValueError, match="generation.flow.c2st_auc"):
+        validate_metrics({"format_version": 1, "data": {"n_test": 3}, "generation": {"flow": {"c2st_auc": float("nan")}}})
+    assert not (tmp_path / "bad.json").exists()
+    # a failed statistic is written as its failure counts, never as NaN
+    from morphoflow.metrics.collect import _entry
+
+    assert _entry(float("nan"), 1.0, 2, 5) == {"failed": True, "n_failed_real": 2, "n_failed_generated": 5}
+
+
+def test_samples_with_other_ids_are_rejected(run_dir, tmp_path):
+    d, _, _ = run_dir
+    other = read_galaxies(d / "flow.h5")
+    other.catalog["id"] = other.catalog["id"] + 1000
+    write_galaxies(tmp_path / "flow.h5", other)
+    with pytest.raises(ContractError, match=r"flow\.h5.*catalog/id"):
+        run_metrics(test=d / "test.h5", samples={"flow": tmp_path / "flow.h5"}, metrics_json=tmp_path / "m.json",
+                    config={"c2st": {"epochs": 1}}, progress=False)
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_read_benchmarks_skips_unreadable(tmp_path):
+    (tmp_path / "a.tsv").write_text("s\th:m:s\n1.5\t0:00:01\n2.5\t0:00:02\n")
+    (tmp_path / "metrics.tsv").write_text("s\n9.0\n")
+    assert read_benchmarks(sorted(tmp_path.glob("*.tsv")), skip=("metrics",)) == {"a": 2.0}

@@ -56,3 +56,8 @@ def mode_is(name):
 
 def source_is(name):
     return config["data"]["source"] == name
+
+
+def train_gpus():
+    """GPUs a training job requests (resource `gpu` -> sbatch --gpus): config cluster.gpu_training."""
+    return 1 if config["cluster"]["gpu_training"] else 0

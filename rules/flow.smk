@@ -23,7 +23,7 @@ rule train_flow:
     resources:
         mem_mb=mem_mb(2000),
         runtime=runtime_min(60),
-        gpu=1 if config["cluster"]["gpu_training"] else 0,
+        gpu=train_gpus(),
     conda:
         "../envs/morphoflow.yaml"
     script:

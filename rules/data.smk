@@ -18,6 +18,8 @@ if mode_is("images") and source_is("simulate"):
         resources:
             mem_mb=mem_mb(4000),
             runtime=runtime_min(30),
+        conda:
+            "../envs/morphoflow.yaml"
         script:
             "../workflow/scripts/simulate.py"
 
@@ -46,5 +48,7 @@ rule preprocess:
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(20),
+    conda:
+        "../envs/morphoflow.yaml"
     script:
         "../workflow/scripts/preprocess.py"

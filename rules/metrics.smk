@@ -72,5 +72,7 @@ rule metrics:
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(20),
+    conda:
+        "../envs/morphoflow.yaml"
     script:
         "../workflow/scripts/metrics.py"

@@ -23,6 +23,8 @@ rule download:
     resources:
         mem_mb=mem_mb(500),
         runtime=runtime_min(240),
+    conda:
+        "../envs/morphoflow.yaml"
     script:
         "../workflow/scripts/download.py"
 
@@ -48,6 +50,8 @@ if source_is("cosmos"):
             # ~160 kB per galaxy (image + PSF + noise power, float32), held twice while writing.
             mem_mb=mem_mb(32000),
             runtime=runtime_min(360),
+        conda:
+            "../envs/morphoflow.yaml"
         script:
             "../workflow/scripts/cosmos.py"
 
@@ -69,6 +73,8 @@ if source_is("stamps"):
             resources:
                 mem_mb=mem_mb(500),
                 runtime=runtime_min(5),
+            conda:
+                "../envs/morphoflow.yaml"
             script:
                 "../workflow/scripts/hdf_image.py"
 
@@ -90,5 +96,7 @@ if source_is("stamps"):
         resources:
             mem_mb=mem_mb(2000),
             runtime=runtime_min(20),
+        conda:
+            "../envs/morphoflow.yaml"
         script:
             "../workflow/scripts/cut_stamps.py"

@@ -1,0 +1,238 @@
+r"""Stage-1 test figures: reconstruction χ², MSE and SSIM of the autoencoder on the test split, and plots.
+
+Figures (``results/autoencoder/test_metrics.json``):
+
+* ``test_chi2_per_pixel``: reduced χ² per pixel, :math:`\langle ((x - m) / \sigma)^2 \rangle`, pooled over the
+  pixels of each galaxy's footprint; ``x`` the observed stamp, ``m`` the posterior-mean reconstruction
+  convolved with the PSF (if psf_aware), σ the pixel noise. The footprint is where the noiseless,
+  PSF-convolved truth exceeds ``footprint_fraction`` σ (if the file has ``truth``), else a
+  ``segmentation_nsigma`` σ segmentation of the smoothed observed stamp (the component at the centre).
+  A noise-limited model gives 1.0.
+* ``test_chi2_per_pixel_stamp``: the same over whole stamps.
+* ``test_mse``: mean squared residual in normalised units (counts / norm_scale)²; includes the noise.
+* ``test_ssim``: mean over galaxies of :func:`skimage.metrics.structural_similarity` between the observed
+  stamp and ``m`` (normalised units), ``data_range`` = the observed stamp's max − min.
+"""
+
+from __future__ import annotations
+
+__all__ = ["footprint_masks", "reconstruct_set", "test_metrics", "plot_reconstructions", "plot_loss",
+           "evaluate_autoencoder"]
+
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+from skimage.metrics import structural_similarity
+from torch import nn
+
+from .atomic import atomic_path
+from .contract import ContractError, GalaxySet, read_galaxies
+from .forward import fft_convolve
+from .models import load_autoencoder
+from .models.objective import AutoencoderLoss, stamp_tensors
+
+log = logging.getLogger(__name__)
+
+
+def footprint_masks(
+    observed: np.ndarray,
+    sigma: np.ndarray,
+    truth_observed: np.ndarray | None,
+    fraction: float = 0.1,
+    nsigma: float = 2.0,
+) -> np.ndarray:
+    r"""Boolean footprints (N, C, H, W) of galaxies.
+
+    Arguments:
+        observed: Observed stamps (N, C, H, W).
+        sigma: Pixel noise std (N,) in the same units.
+        truth_observed: Noiseless PSF-convolved stamps (N, C, H, W), or None.
+        fraction: With truth: pixels where the truth exceeds ``fraction * sigma``.
+        nsigma: Without truth: pixels of the observed stamp smoothed by a Gaussian of 1 pixel that exceed
+            ``nsigma`` times the smoothed noise std, keeping the connected component nearest the centre.
+    """
+
+    s = sigma.reshape(-1, 1, 1, 1)
+    if truth_observed is not None:
+        return truth_observed > fraction * s
+    n, c, h, w = observed.shape
+    kernel_norm = np.sqrt((_gauss_kernel(1.0) ** 2).sum())  # std of smoothed white noise, per unit sigma
+    masks = np.zeros(observed.shape, bool)
+    for i in range(n):
+        for ch in range(c):
+            sm = ndimage.gaussian_filter(observed[i, ch], 1.0, mode="constant")
+            on = sm > nsigma * kernel_norm * sigma[i]
+            labels, count = ndimage.label(on)
+            if count == 0:
+                continue
+            yy, xx = np.nonzero(labels)
+            d = (yy - h // 2) ** 2 + (xx - w // 2) ** 2
+            masks[i, ch] = labels == labels[yy[d.argmin()], xx[d.argmin()]]
+    return masks
+
+
+def _gauss_kernel(s: float) -> np.ndarray:
+    r = np.arange(-4 * int(np.ceil(s)), 4 * int(np.ceil(s)) + 1)
+    k = np.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / s**2)
+    return k / k.sum()
+
+
+@torch.no_grad()
+def reconstruct_set(
+    model: nn.Module, meta: dict[str, Any], gs: GalaxySet, batch_size: int = 256, device: str = "cpu"
+) -> dict[str, np.ndarray]:
+    r"""Posterior-mean reconstructions of a galaxy set in normalised units.
+
+    Returns ``x`` (observed), ``sigma``, ``model`` (observed-image model), ``output`` (decoder output,
+    PSF-free if psf_aware) and ``z`` (N, D).
+    """
+
+    st = stamp_tensors(gs, norm_scale=float(meta["norm_scale"]))
+    loss = AutoencoderLoss(st.psf, st.power, bool(meta["psf_aware"]), meta.get("likelihood", "pixel"), 0.0)
+    model = model.to(device).eval()
+    outs: dict[str, list[np.ndarray]] = {"model": [], "output": [], "z": []}
+    for start in range(0, len(st.x), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(st.x)))
+        x = st.x[index].to(device)
+        mu, _ = model.encode(x)
+        g = model.decode(mu).float()
+        m = loss.forward_model(g, index.to(device))
+        outs["model"].append(m.cpu().numpy())
+        outs["output"].append(g.cpu().numpy())
+        outs["z"].append(mu.float().cpu().numpy())
+    res = {k: np.concatenate(v) for k, v in outs.items()}
+    res["x"] = st.x.numpy()
+    res["sigma"] = st.sigma.numpy()
+    return res
+
+
+def test_metrics(
+    rec: dict[str, np.ndarray], gs: GalaxySet, norm_scale: float, fraction: float = 0.1, nsigma: float = 2.0
+) -> dict[str, float]:
+    r"""The figures of the module docstring from :func:`reconstruct_set`'s output."""
+
+    x, m, sigma = rec["x"], rec["model"], rec["sigma"]
+    truth_obs = None
+    if gs.truth is not None:
+        t = torch.from_numpy(gs.truth / norm_scale)
+        truth_obs = fft_convolve(t.double(), torch.from_numpy(gs.psf).double()).float().numpy()
+    mask = footprint_masks(x, sigma, truth_obs, fraction, nsigma)
+    r2 = ((x - m) / sigma.reshape(-1, 1, 1, 1)) ** 2
+    ssim = []
+    for i in range(len(x)):
+        rng = float(x[i].max() - x[i].min())
+        ssim.append(structural_similarity(x[i], m[i], data_range=rng, channel_axis=0))
+    npix = int(mask.sum())
+    return {
+        "test_chi2_per_pixel": float(r2[mask].sum() / max(npix, 1)),
+        "test_chi2_per_pixel_stamp": float(r2.mean()),
+        "test_mse": float(((x - m) ** 2).mean()),
+        "test_ssim": float(np.mean(ssim)),
+        "footprint_pixels_per_galaxy": float(npix / len(x)),
+        "footprint_source": "truth" if truth_obs is not None else "segmentation",
+        "n_galaxies": int(len(x)),
+    }
+
+
+def plot_reconstructions(rec: dict[str, np.ndarray], path: str | os.PathLike, n: int = 8, channel: int = 0) -> None:
+    r"""Grid of ``n`` galaxies: observed | reconstruction | residual (noise σ) | PSF-free output (normalised units)."""
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(rec["x"]))
+    fig, axes = plt.subplots(n, 4, figsize=(8, 2 * n), squeeze=False)
+    titles = ["observed", "reconstruction", "residual / σ", "PSF-free output"]
+    for i in range(n):
+        x, m, g = rec["x"][i, channel], rec["model"][i, channel], rec["output"][i, channel]
+        lo, hi = float(np.percentile(x, 1)), float(x.max())
+        res = (x - m) / rec["sigma"][i]
+        panels = [(x, lo, hi, "gray"), (m, lo, hi, "gray"), (res, -4, 4, "RdBu_r"), (g, lo, max(hi, float(g.max())), "gray")]
+        for j, (img, vmin, vmax, cmap) in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(img, origin="lower", vmin=vmin, vmax=vmax, cmap=cmap)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def plot_loss(history: pd.DataFrame, path: str | os.PathLike) -> None:
+    r"""Training and validation loss (nats per pixel) and reduced χ² per epoch."""
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("loss", "chi2", "kl") if f"train_{c}" in history]
+    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3), squeeze=False)
+    for ax, c in zip(axes[0], cols):
+        for split in ("train", "val"):
+            if f"{split}_{c}" in history:
+                ax.plot(history["epoch"], history[f"{split}_{c}"], marker=".", label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(c)
+        if c != "kl" and (history[[f"train_{c}", f"val_{c}"]].to_numpy() > 0).all():
+            ax.set_yscale("log")
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def evaluate_autoencoder(
+    model_path: str | os.PathLike,
+    test_path: str | os.PathLike,
+    history_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    reconstructions_png: str | os.PathLike,
+    loss_png: str | os.PathLike,
+    config: dict[str, Any],
+    device: str = "cpu",
+) -> dict[str, float]:
+    r"""Compute the stage-1 test figures, write them as JSON, and draw the two plots.
+
+    Arguments:
+        config: The ``autoencoder`` block; uses ``evaluate.footprint_fraction``, ``evaluate.segmentation_nsigma``,
+            ``evaluate.n_plot``.
+    """
+
+    ev = config.get("evaluate", {})
+    model, meta = load_autoencoder(model_path, device=device)
+    gs = read_galaxies(test_path)
+    if list(gs.images.shape[1:]) != list(meta["image_shape"]):
+        raise ContractError(
+            f"{test_path}: dataset 'images' stamps {list(gs.images.shape[1:])} do not match the model's "
+            f"{meta['image_shape']} ({model_path})"
+        )
+    rec = reconstruct_set(model, meta, gs, device=device)
+    metrics = test_metrics(
+        rec, gs, float(meta["norm_scale"]), float(ev.get("footprint_fraction", 0.1)),
+        float(ev.get("segmentation_nsigma", 2.0)),
+    )
+    metrics.update({"model": meta["model"], "latent_dim": int(meta["latent_dim"]), "psf_aware": bool(meta["psf_aware"]),
+                    "likelihood": meta.get("likelihood", "pixel")})
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_reconstructions(rec, reconstructions_png, int(ev.get("n_plot", 8)))
+    try:
+        history = pd.read_csv(history_path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"{history_path}: cannot read the training history ({err})") from err
+    plot_loss(history, loss_png)
+    log.info("test metrics: %s", metrics)
+    return metrics

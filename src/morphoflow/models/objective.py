@@ -1,0 +1,149 @@
+r"""Stage-1 training data and objective: stamps as tensors, and the (β-)ELBO under the forward model.
+
+The loss per galaxy is :math:`[\chi^2/2 + \beta\,KL] / (CHW)` (nats per pixel): :math:`\chi^2` compares the
+observed normalised stamp with the decoder output, convolved with the galaxy's PSF when ``psf_aware``,
+under a pixel (white, std ``noise_sigma / norm_scale``) or Fourier (``noise_power / norm_scale²``)
+Gaussian likelihood; KL is the VAE's posterior divergence (0 for the deterministic AE).
+"""
+
+from __future__ import annotations
+
+__all__ = ["StampTensors", "stamp_tensors", "AutoencoderLoss", "reconstruct"]
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+from ..contract import GalaxySet
+from ..forward import chi2_fourier, chi2_pixel, fft_convolve, psf_rfft
+from .vae import VAE
+
+
+@dataclasses.dataclass
+class StampTensors:
+    r"""Normalised stamps and their noise model as tensors.
+
+    Attributes:
+        x: Observed stamps / norm_scale (N, C, H, W).
+        sigma: Pixel noise std / norm_scale (N,).
+        psf: PSFs (1 or N, C, H, W), unit sum.
+        power: Noise power / norm_scale² (1 or N, C, H, W // 2 + 1), or None.
+        norm_scale: The normalisation constant in counts.
+    """
+
+    x: Tensor
+    sigma: Tensor
+    psf: Tensor
+    power: Tensor | None
+    norm_scale: float
+
+    def dataset(self) -> TensorDataset:
+        r"""Items ``(x, sigma, index)``; ``index`` selects the PSF and noise power in :class:`AutoencoderLoss`."""
+
+        return TensorDataset(self.x, self.sigma, torch.arange(len(self.x)))
+
+
+def stamp_tensors(gs: GalaxySet, norm_scale: float | None = None, name: str = "<memory>") -> StampTensors:
+    r"""Tensors of a galaxy set in normalised units (``norm_scale`` defaults to the file attribute)."""
+
+    if norm_scale is None:
+        if "norm_scale" not in gs.attrs:
+            raise ValueError(f"{name}: attribute 'norm_scale' is missing (run the preprocess stage first)")
+        norm_scale = float(gs.attrs["norm_scale"])
+    if not (np.isfinite(norm_scale) and norm_scale > 0):
+        raise ValueError(f"{name}: attribute 'norm_scale' must be a positive number, got {norm_scale}")
+    if not np.all(gs.noise_sigma > 0):
+        raise ValueError(f"{name}: dataset 'noise_sigma' must be > 0 for every galaxy")
+    s = float(norm_scale)
+    return StampTensors(
+        x=torch.from_numpy(np.ascontiguousarray(gs.images, np.float32) / s),
+        sigma=torch.from_numpy(np.asarray(gs.noise_sigma, np.float32) / s),
+        psf=torch.from_numpy(np.ascontiguousarray(gs.psf, np.float32)),
+        power=None if gs.noise_power is None else torch.from_numpy(np.asarray(gs.noise_power, np.float32) / s**2),
+        norm_scale=s,
+    )
+
+
+class AutoencoderLoss:
+    r"""``loss_fn(model, (x, sigma, index))`` for :func:`morphoflow.training.fit`.
+
+    Arguments:
+        psf: PSF bank (1 or N, C, H, W) of the dataset the batches index.
+        power: Noise power bank (1 or N, C, H, W // 2 + 1) in normalised units², or None.
+        psf_aware: Convolve the decoder output with the PSF before the likelihood.
+        likelihood: ``pixel`` or ``fourier`` (falls back to :math:`\sigma^2` when ``power`` is None).
+        beta: Weight of the KL term (VAE only).
+
+    Returns (per call) a dict of batch means: ``loss`` (nats per pixel), ``chi2`` (reduced χ² per pixel)
+    and, for the VAE, ``kl`` (nats per galaxy).
+    """
+
+    def __init__(self, psf: Tensor, power: Tensor | None, psf_aware: bool, likelihood: str, beta: float):
+        if likelihood not in ("pixel", "fourier"):
+            raise ValueError(f"config key 'autoencoder.likelihood': must be pixel|fourier|auto, got {likelihood!r}")
+        self.psf, self.power = psf, power
+        self.psf_aware, self.likelihood, self.beta = bool(psf_aware), likelihood, float(beta)
+        self._cache: dict[str, tuple[Tensor, Tensor | None, Tensor | None]] = {}
+
+    def _banks(self, device: torch.device) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        key = str(device)
+        if key not in self._cache:
+            psf = self.psf.to(device)
+            hat = psf_rfft(psf) if len(psf) == 1 else None  # shared PSF: transform once
+            power = None if self.power is None else self.power.to(device)
+            self._cache[key] = (psf, hat, power)
+        return self._cache[key]
+
+    def forward_model(self, g: Tensor, index: Tensor) -> Tensor:
+        r"""Observed-image model of decoder outputs ``g`` of the galaxies ``index``."""
+
+        if not self.psf_aware:
+            return g
+        psf, hat, _ = self._banks(g.device)
+        if hat is not None:
+            return fft_convolve(g, psf_hat=hat)
+        return fft_convolve(g, psf[index])
+
+    def chi2(self, residual: Tensor, sigma: Tensor, index: Tensor) -> Tensor:
+        r"""Per-galaxy χ² (B,) of residuals under the noise model."""
+
+        _, _, power = self._banks(residual.device)
+        if self.likelihood == "fourier":
+            if power is None:
+                h, w = residual.shape[-2:]
+                power = sigma.float().square().view(-1, 1, 1, 1).expand(-1, residual.shape[1], h, w // 2 + 1)
+            elif len(power) > 1:
+                power = power[index]
+            return chi2_fourier(residual, power)
+        return chi2_pixel(residual, sigma)
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        x, sigma, index = batch
+        mu, logvar = model.encode(x)
+        variational = logvar is not None
+        z = VAE.sample_posterior(mu, logvar) if variational else mu
+        m = self.forward_model(model.decode(z).float(), index)
+        chi2 = self.chi2(x - m, sigma, index)
+        npix = x[0].numel()
+        out = {"chi2": chi2.mean() / npix}
+        loss = 0.5 * chi2
+        if variational:
+            kl = VAE.kl(mu.float(), logvar.float())
+            loss = loss + self.beta * kl
+            out["kl"] = kl.mean()
+        out["loss"] = loss.mean() / npix
+        return out
+
+
+@torch.no_grad()
+def reconstruct(
+    model: nn.Module, loss: AutoencoderLoss, x: Tensor, index: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Posterior-mean reconstruction: returns ``(z_mean, decoder output, observed-image model)``."""
+
+    mu, _ = model.encode(x)
+    g = model.decode(mu).float()
+    return mu, g, loss.forward_model(g, index)

@@ -1,0 +1,210 @@
+# Star-particle mode (issue 8, after GalacticFlow / GalacticForge): a conditional flow over each galaxy's
+# stars, conditioned on its global parameters and (variant "latent") its stage-1 image latent.
+# particles_simulate | particles_import -> particles_clean -> particles_render (results/data/raw.h5)
+# -> [preprocess, autoencoder, latents] -> particles_train_{variant} -> particles_sample_{variant}
+# -> particles_plots -> particles_metrics (results/metrics.json). See docs/particles.md.
+
+PART = f"{RESULTS}/particles"
+_PART = config["particles"]
+PARTICLE_VARIANTS = list(_PART["variants"])
+PARTICLE_PLOTS = {k: f"{RESULTS}/plots/particles_{k}.png" for k in ("corner", "maps", "hist")}
+
+if not source_is("simulate"):
+    raise ValueError(
+        "config key 'data.source' must be 'simulate' in particles mode: the images are rendered from the "
+        "star particles (choose the particles with 'particles.source': simulate or npy)"
+    )
+
+
+wildcard_constraints:
+    variant="latent|global",
+
+
+if _PART["source"] == "simulate":
+
+    rule particles_simulate:
+        output:
+            f"{PART}/raw_stars.h5",
+        params:
+            simulate=_PART["simulate"],
+            seed=config["seed"],
+        log:
+            log_path("particles_simulate"),
+        benchmark:
+            bench_path("particles_simulate")
+        threads: 1
+        resources:
+            mem_mb=mem_mb(1000),
+            runtime=runtime_min(10),
+        conda:
+            "../envs/morphoflow.yaml"
+        script:
+            "../workflow/scripts/particles_simulate.py"
+
+else:
+
+    rule particles_import:
+        input:
+            folder=_PART["npy_folder"],
+        output:
+            f"{PART}/raw_stars.h5",
+        log:
+            log_path("particles_import"),
+        benchmark:
+            bench_path("particles_import")
+        threads: 1
+        resources:
+            mem_mb=mem_mb(4000),
+            runtime=runtime_min(30),
+        conda:
+            "../envs/morphoflow.yaml"
+        script:
+            "../workflow/scripts/particles_import.py"
+
+
+rule particles_clean:
+    input:
+        f"{PART}/raw_stars.h5",
+    output:
+        stars=f"{PART}/stars.h5",
+        report=f"{PART}/cleaning.json",
+    params:
+        clean=_PART["clean"],
+    log:
+        log_path("particles_clean"),
+    benchmark:
+        bench_path("particles_clean")
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime_min(10),
+    conda:
+        "../envs/morphoflow.yaml"
+    script:
+        "../workflow/scripts/particles_clean.py"
+
+
+rule particles_render:
+    input:
+        f"{PART}/stars.h5",
+    output:
+        f"{RESULTS}/data/raw.h5",
+    params:
+        render=_PART["render"],
+        seed=config["seed"],
+    log:
+        log_path("particles_render"),
+    benchmark:
+        bench_path("particles_render")
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000),
+        runtime=runtime_min(10),
+    conda:
+        "../envs/morphoflow.yaml"
+    script:
+        "../workflow/scripts/particles_render.py"
+
+
+rule particles_train:
+    input:
+        stars=f"{PART}/stars.h5",
+        train=f"{RESULTS}/latents/train.h5",
+        val=f"{RESULTS}/latents/val.h5",
+    output:
+        model=f"{PART}/flow_{{variant}}.pt",
+        history=f"{PART}/history_{{variant}}.csv",
+    params:
+        particles=lambda wc: {k: _PART[k] for k in ("context", "max_stars_per_galaxy", "flow")},
+        seed=config["seed"],
+        workdir=lambda wc: f"{PART}/checkpoints/{wc.variant}",
+    log:
+        log_path("particles_train_{variant}"),
+    benchmark:
+        bench_path("particles_train_{variant}")
+    threads: 2
+    resources:
+        mem_mb=mem_mb(4000),
+        runtime=runtime_min(60),
+        gpu=train_gpus(),
+    conda:
+        "../envs/morphoflow.yaml"
+    script:
+        "../workflow/scripts/particles_train.py"
+
+
+rule particles_sample:
+    input:
+        model=f"{PART}/flow_{{variant}}.pt",
+        stars=f"{PART}/stars.h5",
+        test=f"{RESULTS}/latents/test.h5",
+    output:
+        f"{PART}/samples_{{variant}}.h5",
+    params:
+        seed=config["seed"],
+        batch_size=_PART["sample"]["batch_size"],
+    log:
+        log_path("particles_sample_{variant}"),
+    benchmark:
+        bench_path("particles_sample_{variant}")
+    # One torch thread: on a shared 2-core machine two intra-op threads sample ~6x slower (bench/particles.py).
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime_min(10),
+    conda:
+        "../envs/morphoflow.yaml"
+    script:
+        "../workflow/scripts/particles_sample.py"
+
+
+rule particles_plots:
+    input:
+        stars=f"{PART}/stars.h5",
+        samples=expand(f"{PART}/samples_{{variant}}.h5", variant=PARTICLE_VARIANTS),
+    output:
+        **PARTICLE_PLOTS,
+    params:
+        variants=PARTICLE_VARIANTS,
+    log:
+        log_path("particles_plots"),
+    benchmark:
+        bench_path("particles_plots")
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime_min(10),
+    conda:
+        "../envs/morphoflow.yaml"
+    script:
+        "../workflow/scripts/particles_plots.py"
+
+
+rule particles_metrics:
+    input:
+        stars=f"{PART}/stars.h5",
+        samples=expand(f"{PART}/samples_{{variant}}.h5", variant=PARTICLE_VARIANTS),
+        models=expand(f"{PART}/flow_{{variant}}.pt", variant=PARTICLE_VARIANTS),
+        latents=expand(f"{RESULTS}/latents/{{split}}.h5", split=SPLITS),
+        cleaning=f"{PART}/cleaning.json",
+        plots=list(PARTICLE_PLOTS.values()),
+        autoencoder=f"{RESULTS}/autoencoder/test_metrics.json",
+    output:
+        f"{RESULTS}/metrics.json",
+    params:
+        variants=PARTICLE_VARIANTS,
+        metrics=_PART["metrics"],
+        bench_dir="benchmarks",
+        seed=config["seed"],
+    log:
+        log_path("particles_metrics"),
+    benchmark:
+        bench_path("particles_metrics")
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime_min(30),
+    conda:
+        "../envs/morphoflow.yaml"
+    script:
+        "../workflow/scripts/particles_metrics.py"

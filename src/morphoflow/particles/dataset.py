@@ -1,0 +1,156 @@
+r"""Flow tables for star-particle mode: one row per star, target = its features, context = its galaxy's.
+
+Target (D = 10): ``x, y, z`` (kpc), ``vx, vy, vz`` (km/s), ``log10 Z``, ``[Fe/H]``, ``[O/Fe]`` (dex),
+``age`` (Gyr); the total metallicity is learnt in log, as GalacticFlow does. Context: the galaxy's global
+parameters (``particles.context``, columns of the star file's catalog) and, for the ``latent`` variant,
+its image latent ``z_mean`` (stage 1, ``results/latents/{split}.h5``) matched by ``catalog/id``.
+The flow standardises both with training-split statistics (:class:`morphoflow.flow.Standardizer`).
+
+The train/val/test split is the image pipeline's (``preprocess`` hashes the id): a galaxy belongs to the
+split of the latent file that holds it, so the galaxies held out from the autoencoder are held out from
+the flow as well.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TARGET_COLUMNS",
+    "VARIANTS",
+    "stars_to_target",
+    "target_to_stars",
+    "read_latents",
+    "context_columns",
+    "galaxy_contexts",
+    "build_table",
+]
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..contract import ContractError
+from ..seeding import item_rng
+from .io import STAR_COLUMNS, StarSet
+
+TARGET_COLUMNS: tuple[str, ...] = ("x", "y", "z", "vx", "vy", "vz", "logZ", "feh", "ofe", "age")
+
+#: Context variants: ``latent`` = global parameters + image latent; ``global`` = global parameters only.
+VARIANTS: tuple[str, ...] = ("latent", "global")
+
+_Z_FLOOR = 1e-12
+
+
+def stars_to_target(stars: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+    r"""(N, 10) float32 flow target from star rows with named ``columns`` (Z -> log10 Z)."""
+
+    columns = tuple(columns)
+    out = np.stack([stars[:, columns.index(c)] for c in STAR_COLUMNS], 1).astype(np.float64)
+    iz = STAR_COLUMNS.index("Z")
+    out[:, iz] = np.log10(np.maximum(out[:, iz], _Z_FLOOR))
+    return out.astype(np.float32)
+
+
+def target_to_stars(target: np.ndarray) -> np.ndarray:
+    r"""Inverse of :func:`stars_to_target`: (N, 10) in :data:`~morphoflow.particles.io.STAR_COLUMNS` order, physical units."""
+
+    out = np.asarray(target, np.float64).copy()
+    iz = STAR_COLUMNS.index("Z")
+    out[:, iz] = 10 ** out[:, iz]
+    return out
+
+
+def read_latents(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    r"""Read ``catalog/id`` (N,) and ``z_mean`` (N, D) of a stage-1 latent file.
+
+    Raises:
+        ContractError: naming the file and the missing or malformed dataset.
+    """
+
+    name = str(path)
+    if not Path(path).exists():
+        raise ContractError(f"{name}: latent file not found")
+    with h5py.File(path, "r") as f:
+        for key in ("z_mean", "catalog/id"):
+            if key not in f:
+                raise ContractError(f"{name}: dataset '{key}' is missing")
+        z = f["z_mean"][()].astype(np.float32)
+        ids = f["catalog/id"][()].astype(np.int64)
+    if z.ndim != 2 or len(z) != len(ids):
+        raise ContractError(f"{name}: dataset 'z_mean' must be ({len(ids)}, D), got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise ContractError(f"{name}: dataset 'z_mean' holds non-finite values")
+    return ids, z
+
+
+def context_columns(variant: str, global_keys: Sequence[str], latent_dim: int) -> list[str]:
+    r"""Names of the context columns: the global parameters, then ``z0 .. z{D-1}`` for the ``latent`` variant."""
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown particle-flow variant '{variant}' (choose from {list(VARIANTS)})")
+    cols = list(global_keys)
+    if variant == "latent":
+        cols += [f"z{i}" for i in range(latent_dim)]
+    return cols
+
+
+def galaxy_contexts(
+    ss: StarSet,
+    latent_ids: np.ndarray,
+    latents: np.ndarray,
+    variant: str,
+    global_keys: Sequence[str],
+    name: str = "stars",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    r"""Context rows of the galaxies listed in a latent file.
+
+    Returns:
+        ``rows`` (G,) indices into ``ss`` of those galaxies (in latent-file order, galaxies absent from the
+        star file are skipped), ``context`` (G, K) float32 and the K column names.
+    """
+
+    for key in global_keys:
+        if key not in ss.catalog:
+            raise ContractError(f"{name}: dataset 'catalog/{key}' is missing (named in config key 'particles.context')")
+    row_of = {int(i): r for r, i in enumerate(ss.ids)}
+    keep = [k for k, i in enumerate(latent_ids) if int(i) in row_of]
+    rows = np.array([row_of[int(latent_ids[k])] for k in keep], dtype=np.int64)
+    cols = [np.asarray(ss.catalog[key], np.float64)[rows] for key in global_keys]
+    ctx = np.stack(cols, 1) if cols else np.zeros((len(rows), 0))
+    if variant == "latent":
+        ctx = np.concatenate([ctx, latents[keep]], 1)
+    return rows, ctx.astype(np.float32), context_columns(variant, global_keys, latents.shape[1])
+
+
+def build_table(
+    ss: StarSet,
+    rows: np.ndarray,
+    contexts: np.ndarray,
+    max_stars: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Stack the stars of galaxies ``rows`` with their galaxy's context repeated per star.
+
+    Arguments:
+        max_stars: If set, at most this many stars per galaxy (a random subset drawn with
+            ``item_rng(seed, id, "particles.subsample")``).
+
+    Returns:
+        ``target`` (N, 10) float32, ``context`` (N, K) float32 and ``galaxy`` (N,) int64, the galaxy id of each row.
+    """
+
+    targets, ctxs, gids = [], [], []
+    for r, c in zip(rows, contexts):
+        stars = ss.galaxy(int(r))
+        gid = int(ss.ids[r])
+        if max_stars is not None and len(stars) > max_stars:
+            pick = np.sort(item_rng(seed, gid, "particles.subsample").choice(len(stars), max_stars, replace=False))
+            stars = stars[pick]
+        targets.append(stars_to_target(stars, ss.columns))
+        ctxs.append(np.repeat(c[None], len(stars), 0))
+        gids.append(np.full(len(stars), gid, np.int64))
+    if not targets:
+        raise ContractError("no galaxy of the star file is listed in the latent file (ids do not match)")
+    return np.concatenate(targets), np.concatenate(ctxs).astype(np.float32), np.concatenate(gids)

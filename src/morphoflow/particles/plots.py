@@ -1,0 +1,118 @@
+r"""Figures of star-particle mode: corner plot, face-on maps of mean [Fe/H] and age, per-dimension histograms."""
+
+from __future__ import annotations
+
+__all__ = ["corner_plot", "faceon_maps", "histograms"]
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import binned_statistic_2d  # noqa: E402
+
+from ..atomic import atomic_path  # noqa: E402
+
+LABELS = {
+    "x": "x [kpc]", "y": "y [kpc]", "z": "z [kpc]", "vx": "vx [km/s]", "vy": "vy [km/s]", "vz": "vz [km/s]",
+    "logZ": "log10 Z", "Z": "Z", "feh": "[Fe/H]", "ofe": "[O/Fe]", "age": "age [Gyr]",
+}  # fmt: skip
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _limits(truth: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(truth, [1, 99], axis=0)
+    pad = 0.1 * (hi - lo + 1e-9)
+    return np.stack([lo - pad, hi + pad], 1)
+
+
+def corner_plot(
+    sample: np.ndarray, truth: np.ndarray, columns: list[str], path: str | os.PathLike, title: str = "", max_points: int = 2000
+) -> None:
+    r"""Lower-triangle scatter and diagonal histograms of sampled (orange) vs true (blue) stars of one galaxy."""
+
+    rng = np.random.default_rng(0)
+    s = sample[rng.permutation(len(sample))[:max_points]]
+    t = truth[rng.permutation(len(truth))[:max_points]]
+    d = len(columns)
+    lim = _limits(truth)
+    fig, axes = plt.subplots(d, d, figsize=(1.6 * d, 1.6 * d))
+    for i in range(d):
+        for j in range(d):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                bins = np.linspace(*lim[i], 30)
+                ax.hist(t[:, i], bins, density=True, histtype="step", color="C0")
+                ax.hist(s[:, i], bins, density=True, histtype="step", color="C1")
+            else:
+                ax.scatter(t[:, j], t[:, i], s=0.3, alpha=0.3, color="C0", rasterized=True)
+                ax.scatter(s[:, j], s[:, i], s=0.3, alpha=0.3, color="C1", rasterized=True)
+                ax.set_xlim(lim[j])
+                ax.set_ylim(lim[i])
+            ax.tick_params(labelsize=5)
+            if i == d - 1:
+                ax.set_xlabel(LABELS.get(columns[j], columns[j]), fontsize=7)
+            if j == 0 and i > 0:
+                ax.set_ylabel(LABELS.get(columns[i], columns[i]), fontsize=7)
+    fig.suptitle(f"{title}  blue: true, orange: sampled")
+    _save(fig, path)
+
+
+def faceon_maps(
+    sample: np.ndarray, truth: np.ndarray, columns: list[str], path: str | os.PathLike, title: str = "", bins: int = 24
+) -> None:
+    r"""Face-on (x-y) maps of the mean [Fe/H] and mean age, true vs sampled."""
+
+    ix, iy = columns.index("x"), columns.index("y")
+    r = np.percentile(np.abs(truth[:, [ix, iy]]), 95)
+    edges = np.linspace(-r, r, bins + 1)
+    fig, axes = plt.subplots(2, 2, figsize=(8, 7))
+    for row, (col, cmap) in enumerate((("feh", "viridis"), ("age", "magma"))):
+        k = columns.index(col)
+        maps = [binned_statistic_2d(d[:, ix], d[:, iy], d[:, k], "mean", bins=[edges, edges]).statistic.T for d in (truth, sample)]
+        finite = np.concatenate([m[np.isfinite(m)] for m in maps])
+        vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0, 1))
+        for c, (m, name) in enumerate(zip(maps, ("true", "sampled"))):
+            im = axes[row, c].imshow(m, origin="lower", extent=[-r, r, -r, r], cmap=cmap, vmin=vmin, vmax=vmax)
+            axes[row, c].set_title(f"mean {LABELS.get(col, col)} ({name})", fontsize=9)
+            axes[row, c].set_xlabel("x [kpc]")
+            axes[row, c].set_ylabel("y [kpc]")
+            fig.colorbar(im, ax=axes[row, c])
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def histograms(
+    samples: dict[str, np.ndarray], truth: np.ndarray, columns: list[str], path: str | os.PathLike, title: str = ""
+) -> None:
+    r"""Per-dimension histograms of true stars and of each variant's samples (pooled over held-out galaxies)."""
+
+    d = len(columns)
+    ncol = 5
+    nrow = int(np.ceil(d / ncol))
+    lim = _limits(truth)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 2.5 * nrow))
+    for k, ax in enumerate(np.ravel(axes)):
+        if k >= d:
+            ax.axis("off")
+            continue
+        bins = np.linspace(*lim[k], 50)
+        ax.hist(truth[:, k], bins, density=True, histtype="stepfilled", alpha=0.3, color="k", label="true")
+        for i, (name, s) in enumerate(samples.items()):
+            ax.hist(s[:, k], bins, density=True, histtype="step", color=f"C{i}", label=name)
+        ax.set_xlabel(LABELS.get(columns[k], columns[k]))
+        if k == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

@@ -38,10 +38,10 @@ def test_agreement_quick():
         assert rho >= 0.8, (k, rho)
 
 
-# Smoothness is the exception: statmorph estimates its background term on one square sky box,
-# whose noise (times the annulus area / flux) is of the order of S itself for these galaxies,
-# so the ranks of the two estimates agree only to ~0.88 (measured: 0.882 on these 200).
-MIN_SPEARMAN = {"smoothness": 0.85}
+# Every property, smoothness included, must rank the galaxies as statmorph does. (Smoothness
+# follows statmorph's background term exactly, from its square sky box; a different, less noisy
+# sky estimate gave only 0.88 here, since that term is of the order of S for these galaxies.)
+MIN_SPEARMAN: dict[str, float] = {}
 
 
 @pytest.mark.slow

@@ -12,9 +12,13 @@ reference). Documented simplifications of the batched engine (see ``docs/metrics
   the half-pixel centre that minimises the squared asymmetry (all centres at once by FFT), with
   bilinear rotation as statmorph, instead of a simplex; the aperture stays at that first centre;
 * the background term of A comes from the known white-noise level ``noise_sigma``
-  (``E|n - n'| = 2σ/√π``) instead of a sky box; that of S is measured like statmorph's, but on
-  all pixels away from the source instead of a square sky box (white-noise value
-  ``σ √(1 - 1/b²) / √(2π)`` if fewer than 64 such pixels).
+  (``E|n - n'| = 2σ/√π``) instead of a sky box;
+* the Gini segmap's Gaussian smoothing (``gaussian_filter``, reflect, 4σ) and the boxcar of S
+  run on the whole stamp instead of statmorph's cutout.
+
+The background term of S is statmorph's own: the mean of ``max(B - boxcar(B), 0)`` over its sky
+box B, the first square of 32 (else 16, 8, 4, 2) px free of segment pixels in statmorph's cutout
+(none: no background term); see :func:`_skybox_smoothness`.
 
 Units: ``flux`` in counts, ``r50`` in pixels, the others dimensionless. A failed measurement is NaN.
 """
@@ -87,9 +91,10 @@ def segment(images: np.ndarray, noise_sigma: np.ndarray, nsigma: float = 1.5) ->
     peak = smooth.reshape(n, -1).max(axis=1)
     thr = np.where(sigma > 0, nsigma * sigma / (2.0 * math.sqrt(math.pi)), 1e-3 * np.abs(peak))
     labels, _ = _label_planes(smooth > thr[:, None, None])
-    central = np.full((h, w), -np.inf)
-    central[h // 2 - h // 4 : h // 2 + h // 4 + 1, w // 2 - w // 4 : w // 2 + w // 4 + 1] = 0.0
-    brightest = np.argmax((smooth + central).reshape(n, -1), axis=1)
+    y0, x0 = h // 2 - h // 4, w // 2 - w // 4
+    central = smooth[:, y0 : h // 2 + h // 4 + 1, x0 : w // 2 + w // 4 + 1]
+    first = np.argmax(central.reshape(n, -1), axis=1)
+    brightest = (y0 + first // central.shape[2]) * w + x0 + first % central.shape[2]
     return _keep_component(labels, brightest).reshape(n, h, w)
 
 
@@ -107,9 +112,10 @@ class _Growth:
         self.diag = float(math.hypot(*images.shape[1:]))
         sub = int(round(1.0 / STEP))
         self.k = int(math.ceil(rmax / STEP)) + 2 * sub + 2
-        dist = np.nan_to_num(dist, nan=rmax, posinf=rmax)
-        idx = np.minimum((dist / STEP).astype(np.int64), self.k - 1)
-        flat = (idx + self.k * np.arange(n)[:, None, None]).ravel()
+        # bin of each pixel (NaN, inf and beyond the table: the last bin)
+        idx = np.fmin(dist / STEP, self.k - 1).astype(np.int64)
+        idx += self.k * np.arange(n)[:, None, None]
+        flat = idx.ravel()
         hard_f = np.bincount(flat, images.ravel(), minlength=n * self.k).reshape(n, self.k)
         hard_a = np.bincount(flat, minlength=n * self.k).reshape(n, self.k).astype(np.float64)
         # hard cumulative at grid radius j*STEP: bins < j  (pad one leading zero)
@@ -128,6 +134,13 @@ class _Growth:
         cs = np.concatenate([np.zeros((n, 1)), np.cumsum(pad, axis=1)], axis=1)
         width = 2 * half + 1
         return (cs[:, width:] - cs[:, :-width])[:, :k] / width
+
+    @staticmethod
+    def _shift(table: np.ndarray, s: int) -> np.ndarray:
+        r"""``table`` at grid index j + s (clamped to the first / last entry)."""
+        if s >= 0:
+            return np.concatenate([table[:, s:], np.repeat(table[:, -1:], s, axis=1)], axis=1)
+        return np.concatenate([np.repeat(table[:, :1], -s, axis=1), table[:, :s]], axis=1)
 
     def at(self, table: np.ndarray, radius: np.ndarray) -> np.ndarray:
         r"""Interpolate a (N, K) table at per-galaxy radii (N,) or (N, J)."""
@@ -148,9 +161,10 @@ class _Growth:
         Returns the radius and a flag, True where no crossing was found (radius = the largest
         grid radius, as statmorph's flag 2) or where it falls below 1 px (radius = 1 px).
         """
-        r = np.broadcast_to(self.r[None, :], self.f.shape)
-        fo, fi = self.at(self.f, r + 0.5 * ANNULUS), self.at(self.f, np.maximum(r - 0.5 * ANNULUS, 0))
-        ao, ai = self.at(self.a, r + 0.5 * ANNULUS), self.at(self.a, np.maximum(r - 0.5 * ANNULUS, 0))
+        # the annulus edges R ± 1/2 lie on the grid: shifted tables, no interpolation
+        s = int(round(0.5 * ANNULUS / STEP))
+        fo, fi = self._shift(self.f, s), self._shift(self.f, -s)
+        ao, ai = self._shift(self.a, s), self._shift(self.a, -s)
         with np.errstate(divide="ignore", invalid="ignore"):
             g = np.abs((fo - fi) / (ao - ai)) / np.abs(self.f / self.a) - ETA
         valid = (self.r >= ANNULUS) & (self.r + 0.5 * ANNULUS <= self.r[-1])
@@ -202,16 +216,18 @@ def gini_coefficient(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     in increasing order: 0 for a uniform image, 1 when one pixel holds all the light.
     Returns (N,) with NaN where n ≤ 1 or the sum is 0.
     """
-    images = np.asarray(images, np.float64)
+    images = np.asarray(images)
+    images = images if images.dtype == np.float32 else images.astype(np.float64)
     n = images.shape[0]
     masks = np.asarray(masks, bool).reshape(n, -1)
-    vals = np.sort(np.where(masks, np.abs(images.reshape(n, -1)), 0.0), axis=1)
+    vals = np.sort(np.where(masks, np.abs(images.reshape(n, -1)), 0), axis=1)
     npix = masks.sum(axis=1)
     p = vals.shape[1]
-    rank = np.arange(1, p + 1)[None, :] - (p - npix)[:, None]  # rank within the mask (1..n)
-    tot = vals.sum(axis=1)
+    # sum_i (2 i - n - 1) X_i with i = position - (p - n): the masked values are the last n
+    tot = vals.sum(axis=1, dtype=np.float64)
+    ranked = vals @ np.arange(1, p + 1, dtype=vals.dtype) - (p - npix) * tot
     with np.errstate(divide="ignore", invalid="ignore"):
-        g = ((2 * rank - npix[:, None] - 1) * vals).sum(axis=1) / ((npix - 1) * tot)
+        g = (2 * ranked - (npix + 1) * tot) / ((npix - 1) * tot)
     return np.where((npix > 1) & (tot > 0), g, np.nan)
 
 
@@ -220,16 +236,26 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return y, x
 
 
+def _raw_moments(img: np.ndarray) -> tuple[np.ndarray, ...]:
+    r"""Sums of I, I x, I y, I x², I y², I x y per (H, W) plane (float64), by separable products."""
+    n, h, w = img.shape
+    x, y = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+    img = img.astype(np.float64)
+    col = img.sum(axis=1)  # (N, W)
+    row = img.sum(axis=2)  # (N, H)
+    rx = img @ x  # (N, H): sum_x I x per row
+    return col.sum(axis=1), col @ x, row @ y, col @ (x * x), row @ (y * y), rx @ y
+
+
 def _second_moments(img: np.ndarray, xc: np.ndarray, yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""Elongation a/b ≥ 1 and orientation (rad) of ``img`` about (xc, yc), as statmorph's covariance."""
     n, h, w = img.shape
-    y, x = _grid(h, w)
-    dx, dy = x[None] - xc[:, None, None], y[None] - yc[:, None, None]
-    m0 = img.sum(axis=(1, 2))
+    m0, mx, my, mxx, myy, mxy = _raw_moments(img)
+    xc, yc = np.asarray(xc, np.float64), np.asarray(yc, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        x2 = (img * dx * dx).sum(axis=(1, 2)) / m0
-        y2 = (img * dy * dy).sum(axis=(1, 2)) / m0
-        xy = (img * dx * dy).sum(axis=(1, 2)) / m0
+        x2 = (mxx - 2 * xc * mx + xc**2 * m0) / m0
+        y2 = (myy - 2 * yc * my + yc**2 * m0) / m0
+        xy = (mxy - xc * my - yc * mx + xc * yc * m0) / m0
     rho = 1.0 / 12.0
     for _ in range(100):
         thin = np.abs(x2 * y2 - xy**2) < rho**2
@@ -247,25 +273,6 @@ def _second_moments(img: np.ndarray, xc: np.ndarray, yc: np.ndarray) -> tuple[np
     return np.where(ok, np.clip(elong, 1.0, 100.0), 1.0), np.where(ok, theta, 0.0)
 
 
-def _rotate180(
-    images: np.ndarray, m_y: np.ndarray, m_x: np.ndarray, box: tuple[slice, slice] | None = None
-) -> np.ndarray:
-    r"""Rotate each stamp by 180° about (m_x / 2, m_y / 2) (integer m: exact), zero outside.
-
-    The rotated stamp is the flipped stamp shifted by (m - (H - 1), m - (W - 1)) pixels: one
-    gather of windows of the zero-padded flipped stack.
-    """
-    n, h, w = images.shape
-    pad = np.zeros((n, 3 * h, 3 * w), images.dtype)
-    pad[:, h : 2 * h, w : 2 * w] = images[:, ::-1, ::-1]
-    win = np.lib.stride_tricks.sliding_window_view(pad, (h, w), axis=(1, 2))
-    oy = np.clip(2 * h - 1 - m_y, 0, 2 * h)
-    ox = np.clip(2 * w - 1 - m_x, 0, 2 * w)
-    if box is None:
-        return win[np.arange(n), oy, ox]
-    return win[np.arange(n), oy, ox, box[0], box[1]]
-
-
 def _asymmetry_search(
     img: np.ndarray, my0: np.ndarray, mx0: np.ndarray, radius: np.ndarray, sky: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -273,62 +280,203 @@ def _asymmetry_search(
 
     The nine exact rotations about m = 2c and its neighbours (m ± 1) are tabulated; a rotation
     about any centre in between is their bilinear blend, as skimage's order-1 rotation used by
-    statmorph. Coarse-to-fine 3 x 3 search with steps 1, 1/2, 1/4 in m units (1/2, 1/4, 1/8 px).
+    statmorph. Coarse-to-fine 3 x 3 search with steps 1, 1/2, 1/4 in m units (1/2, 1/4, 1/8 px):
+    the 8 candidates of a step are blended and scored at once (batched matrix products).
     Only the box holding every aperture of the group (radius + 2 px) is evaluated.
 
     Returns (asymmetry, y centre, x centre) in pixels.
     """
     n, h, w = img.shape
-    rows = np.arange(n)
     pad = float(np.max(radius)) + 2.0
     y0 = int(max(0, math.floor(np.min(my0) / 2 - pad)))
     y1 = int(min(h, math.ceil(np.max(my0) / 2 + pad) + 1))
     x0 = int(max(0, math.floor(np.min(mx0) / 2 - pad)))
     x1 = int(min(w, math.ceil(np.max(mx0) / 2 + pad) + 1))
-    box = (slice(y0, y1), slice(x0, x1))
-    rots = np.stack(
-        [np.stack([_rotate180(img, my0 + dy_, mx0 + dx_, box) for dx_ in (-1, 0, 1)]) for dy_ in (-1, 0, 1)]
-    )  # (3, 3, N, h', w')
-    crop = img[:, box[0], box[1]]
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    hb, wb = y1 - y0, x1 - x0
+    # rotation about m / 2: rot[y, x] = img[m_y - y, m_x - x] (zero outside). One flipped crop
+    # C[i, j] = img[m_y + 1 - y0 - i, m_x + 1 - x0 - j] of (hb + 2, wb + 2) holds all 9 rotations
+    # about m + d: rot_d = C[1 - d_y : 1 - d_y + hb, 1 - d_x : 1 - d_x + wb].
+    iy = (my0 + 1 - y0)[:, None] - np.arange(hb + 2)[None, :]
+    ix = (mx0 + 1 - x0)[:, None] - np.arange(wb + 2)[None, :]
+    vy, vx = (iy >= 0) & (iy < h), (ix >= 0) & (ix < w)
+    flip = img[np.arange(n)[:, None, None], np.clip(iy, 0, h - 1)[:, :, None], np.clip(ix, 0, w - 1)[:, None, :]]
+    flip *= vy[:, :, None] & vx[:, None, :]
+    shifts = np.array([-1, 0, 1])
+    rots = np.empty((n, 9, hb, wb), img.dtype)
+    for a_, dy_ in enumerate(shifts):
+        for b_, dx_ in enumerate(shifts):
+            rots[:, 3 * a_ + b_] = flip[:, 1 - dy_ : 1 - dy_ + hb, 1 - dx_ : 1 - dx_ + wb]
+    rots = rots.reshape(n, 9, hb * wb)  # index 3 * (d_y + 1) + (d_x + 1)
+    crop = img[:, y0:y1, x0:x1].reshape(n, 1, hb * wb)
+    yg, xg = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     dist = np.sqrt(
-        (xx[None] - (mx0 / 2.0).astype(np.float32)[:, None, None]) ** 2
-        + (yy[None] - (my0 / 2.0).astype(np.float32)[:, None, None]) ** 2
+        (xg[None] - (mx0 / 2.0).astype(np.float32)[:, None, None]) ** 2
+        + (yg[None] - (my0 / 2.0).astype(np.float32)[:, None, None]) ** 2
     )
-    wgt = _soft_disc(dist, radius)
-    den = (wgt * np.abs(crop)).sum(axis=(1, 2))
+    wgt = _soft_disc(dist, radius).reshape(n, hb * wb, 1)
+    den = (np.abs(crop) @ wgt)[:, 0, 0]
     area = wgt.sum(axis=(1, 2))
 
+    def blend_weights(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        r"""(N, C, 9) bilinear weights of the 9 rotations for shifts (u, v) in [-1, 1] (N, C)."""
+        wy = np.maximum(1 - np.abs(u[..., None] - shifts), 0)  # (N, C, 3)
+        wx = np.maximum(1 - np.abs(v[..., None] - shifts), 0)
+        return (wy[..., :, None] * wx[..., None, :]).reshape(*u.shape, 9).astype(np.float32)
+
     def asym_at(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        iy = np.clip(np.floor(u).astype(np.int64), -1, 0)
-        ix = np.clip(np.floor(v).astype(np.int64), -1, 0)
-        fy, fx = (u - iy).astype(np.float32), (v - ix).astype(np.float32)
-        iy, ix = iy + 1, ix + 1
-        fy, fx = fy[:, None, None], fx[:, None, None]
-        rot = (
-            (1 - fy) * (1 - fx) * rots[iy, ix, rows]
-            + (1 - fy) * fx * rots[iy, ix + 1, rows]
-            + fy * (1 - fx) * rots[iy + 1, ix, rows]
-            + fy * fx * rots[iy + 1, ix + 1, rows]
-        )
-        num = (wgt * np.abs(rot - crop)).sum(axis=(1, 2)) - area * sky
+        rot = blend_weights(u, v) @ rots  # (N, C, P)
+        np.subtract(rot, crop, out=rot)
+        np.abs(rot, out=rot)
+        num = (rot @ wgt)[..., 0] - area[:, None] * sky[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(den > 0, num / den, np.inf)
+            return np.where(den[:, None] > 0, num / den[:, None], np.inf)
 
     bu, bv = np.zeros(n), np.zeros(n)
-    best = asym_at(bu, bv)
+    best = asym_at(bu[:, None], bv[:, None])[:, 0]
+    offsets = [(du, dv) for du in (-1, 0, 1) for dv in (-1, 0, 1) if (du, dv) != (0, 0)]
+    du = np.array([o[0] for o in offsets], np.float64)
+    dv = np.array([o[1] for o in offsets], np.float64)
     for step in (1.0, 0.5, 0.25):
-        cu, cv = bu.copy(), bv.copy()
-        for du in (-step, 0.0, step):
-            for dv in (-step, 0.0, step):
-                if du == 0.0 and dv == 0.0:
-                    continue
-                u, v = np.clip(cu + du, -1, 1), np.clip(cv + dv, -1, 1)
-                val = asym_at(u, v)
-                better = val < best
-                best = np.where(better, val, best)
-                bu, bv = np.where(better, u, bu), np.where(better, v, bv)
+        u = np.clip(bu[:, None] + step * du, -1, 1)
+        v = np.clip(bv[:, None] + step * dv, -1, 1)
+        val = asym_at(u, v)
+        k = np.argmin(val, axis=1)
+        vk = val[np.arange(n), k]
+        better = vk < best
+        best = np.where(better, vk, best)
+        bu = np.where(better, u[np.arange(n), k], bu)
+        bv = np.where(better, v[np.arange(n), k], bv)
     return best, (my0 + bu) / 2.0, (mx0 + bv) / 2.0
+
+
+def _gaussian_matrix(size: int, sigma: np.ndarray) -> np.ndarray:
+    r"""(N, size, size) float32 matrices G with ``G @ v`` = ``ndi.gaussian_filter1d(v, sigma)``
+    (mode ``reflect``, truncated at 4 sigma), one per sigma (N,)."""
+    sigma = np.asarray(sigma, np.float64)
+    n = len(sigma)
+    rad = (4.0 * np.where(np.isfinite(sigma), sigma, 0.0) + 0.5).astype(np.int64)
+    kmax = int(rad.max()) if n else 0
+    k = np.arange(-kmax, kmax + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.exp(-0.5 * k[None, :] ** 2 / sigma[:, None] ** 2)
+    phi = np.where(np.abs(k)[None, :] <= rad[:, None], phi, 0.0)
+    phi[rad == 0] = (k == 0)
+    phi /= phi.sum(axis=1, keepdims=True)
+    j = np.arange(size)[:, None] + k[None, :]  # (size, K) source index before reflection
+    j = np.mod(j, 2 * size)
+    j = np.where(j >= size, 2 * size - 1 - j, j)
+    flat = (np.arange(n)[:, None, None] * size + np.arange(size)[None, :, None]) * size + j[None]
+    wgt = np.broadcast_to(phi[:, None, :], flat.shape)
+    return np.bincount(flat.ravel(), wgt.ravel(), minlength=n * size * size).reshape(n, size, size).astype(np.float32)
+
+
+def _gaussian_smooth(img: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    r"""``ndi.gaussian_filter(img[i], sigma[i])`` of each (H, W) plane (reflect, 4 sigma), as two
+    batched matrix products."""
+    n, h, w = img.shape
+    gy = _gaussian_matrix(h, sigma)
+    gx = gy if w == h else _gaussian_matrix(w, sigma)
+    return gy @ img.astype(np.float32) @ gx.transpose(0, 2, 1)
+
+
+CUTOUT_EXTENT = 2.5  # statmorph's cutout: this many times the segment's bounding box
+MIN_CUTOUT = 48  # statmorph's minimum cutout size (pixels)
+SKYBOX_SIZES = (32, 16, 8, 4, 2)  # statmorph's sky box, halved until one fits
+
+
+def _skybox_smoothness(img: np.ndarray, seg: np.ndarray, boxcar: np.ndarray) -> np.ndarray:
+    r"""Background term of S as statmorph's ``_sky_smoothness``: the mean of
+    ``max(B - boxcar(B), 0)`` over its sky box B (boxcar ``reflect`` inside the box).
+
+    The sky box is statmorph's ``_slice_skybox``: the first (row-major) square of 32 px, else
+    16, 8, 4, 2, free of segment pixels inside statmorph's cutout (a square of 2.5 times the
+    segment's bounding box, at least 48 px, clipped to the stamp). NaN where there is none.
+    """
+    n, h, w = seg.shape
+    out = np.full(n, np.nan)
+    rows_any, cols_any = seg.any(axis=2), seg.any(axis=1)
+    has = rows_any.any(axis=1)
+    ymin, ymax = np.argmax(rows_any, axis=1), h - 1 - np.argmax(rows_any[:, ::-1], axis=1)
+    xmin, xmax = np.argmax(cols_any, axis=1), w - 1 - np.argmax(cols_any[:, ::-1], axis=1)
+    dy, dx = ymax + 1 - ymin, xmax + 1 - xmin
+    cy, cx = ymin + dy // 2, xmin + dx // 2
+    half = np.maximum((np.maximum(dx, dy) * CUTOUT_EXTENT / 2.0).astype(np.int64), MIN_CUTOUT // 2)
+    cy0, cy1 = np.maximum(0, cy - half), np.minimum(h, cy + half)
+    cx0, cx1 = np.maximum(0, cx - half), np.minimum(w, cx + half)
+    itype = np.int16 if h * w < 2**15 else np.int64
+    integral = np.zeros((n, h + 1, w + 1), itype)
+    np.cumsum(seg, axis=1, dtype=itype, out=integral[:, 1:, 1:])
+    np.cumsum(integral[:, 1:, 1:], axis=2, out=integral[:, 1:, 1:])
+    found = ~has
+    for size in SKYBOX_SIZES:
+        if size > min(h, w):
+            continue
+        cnt = (
+            integral[:, size:, size:] - integral[:, :-size, size:] - integral[:, size:, :-size] + integral[:, :-size, :-size]
+        )  # (N, h - size + 1, w - size + 1), by top-left corner
+        ty, tx = np.arange(h - size + 1), np.arange(w - size + 1)
+        ok_y = (ty[None, :] >= cy0[:, None]) & (ty[None, :] < (cy1 - size)[:, None])
+        ok_x = (tx[None, :] >= cx0[:, None]) & (tx[None, :] < (cx1 - size)[:, None])
+        free = ((cnt == 0) & ok_y[:, :, None] & ok_x[:, None, :]).reshape(n, -1)
+        new = free.any(axis=1) & ~found
+        if not new.any():
+            continue
+        first = np.argmax(free, axis=1)
+        by, bx = first // len(tx), first % len(tx)
+        idx = np.flatnonzero(new)
+        boxes = img[idx[:, None, None], by[idx, None, None] + np.arange(size)[None, :, None],
+                    bx[idx, None, None] + np.arange(size)[None, None, :]].astype(np.float64)
+        bc = boxcar[idx]
+        sky = np.zeros(len(idx))
+        for b in np.unique(bc):
+            sel = bc == b
+            if b >= 2:
+                bkg = boxes[sel]
+                diff = np.maximum(bkg - ndi.uniform_filter(bkg, size=(1, int(b), int(b))), 0.0)
+                sky[sel] = diff.mean(axis=(1, 2))
+        out[idx] = sky
+        found |= new
+        if found.all():
+            break
+    return out
+
+
+_FFT_SIZES = (16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512)
+
+
+def _autocorrelation_window(
+    lim: np.ndarray, xc: np.ndarray, yc: np.ndarray, support: np.ndarray, reach: np.ndarray,
+    myw: np.ndarray, mxw: np.ndarray,
+) -> np.ndarray:
+    r"""Linear autocorrelation ``C[m] = sum_p lim[p] lim[m - p]`` of each plane at m = (myw, mxw).
+
+    ``lim[i]`` vanishes farther than ``support[i]`` px (per axis) from (xc, yc), and only
+    ``|m - 2 c| <= reach[i]`` is needed, so a P x P crop about the centre with P > 2 support +
+    reach (per galaxy, from a fixed list: batch independent) gives C without wrap-around by a
+    circular FFT; values at other m are undefined.
+    """
+    n, h, w = lim.shape
+    cap = sfft.next_fast_len(2 * max(h, w), real=True)
+    need = 2 * np.asarray(support) + np.asarray(reach) + 2
+    sizes = np.array(_FFT_SIZES + (cap,))
+    psize = np.minimum(sizes[np.searchsorted(sizes, need)], cap) if n else np.zeros(0, np.int64)
+    out = np.empty((n, myw.shape[1], mxw.shape[1]), np.float32)
+    for p in np.unique(psize):
+        p = int(p)
+        idx = np.flatnonzero(psize == p)
+        oy = np.round(yc[idx]).astype(np.int64) - p // 2
+        ox = np.round(xc[idx]).astype(np.int64) - p // 2
+        iy = oy[:, None] + np.arange(p)[None, :]
+        ix = ox[:, None] + np.arange(p)[None, :]
+        vy, vx = (iy >= 0) & (iy < h), (ix >= 0) & (ix < w)
+        crop = lim[idx[:, None, None], np.clip(iy, 0, h - 1)[:, :, None], np.clip(ix, 0, w - 1)[:, None, :]]
+        crop = crop * (vy[:, :, None] & vx[:, None, :])
+        spec = sfft.rfft2(crop, s=(p, p), workers=1)
+        circ = sfft.irfft2(spec * spec, s=(p, p), workers=1)
+        ry = np.mod(myw[idx] - 2 * oy[:, None], p)
+        rx = np.mod(mxw[idx] - 2 * ox[:, None], p)
+        out[idx] = circ[np.arange(len(idx))[:, None, None], ry[:, :, None], rx[:, None, :]]
+    return out
 
 
 def _soft_disc(dist: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -359,12 +507,12 @@ def morphology_batched(
     diag = math.hypot(h, w)
 
     # centroid of the segment (statmorph: _centroid)
-    src = img * seg
+    src = np.where(seg, img, np.float32(0))
     m0 = src.sum(axis=(1, 2))
     ok = (m0 > 0) & seg.any(axis=(1, 2))
     m0s = np.where(ok, m0, 1.0)
-    xc = np.where(ok, (src * x).sum(axis=(1, 2)) / m0s, (w - 1) / 2)
-    yc = np.where(ok, (src * y).sum(axis=(1, 2)) / m0s, (h - 1) / 2)
+    xc = np.where(ok, (src.sum(axis=1) @ x[0]) / m0s, (w - 1) / 2)
+    yc = np.where(ok, (src.sum(axis=2) @ y[:, 0]) / m0s, (h - 1) / 2)
     xc, yc = np.clip(xc, 0, w - 1), np.clip(yc, 0, h - 1)
 
     def circ(cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
@@ -381,17 +529,21 @@ def morphology_batched(
     # at once (autocorrelation by FFT), restricted to within CAS_FRACTION * rp_c of the centroid,
     # then the L1 (CAS) asymmetry at the best centre and its 8 half-pixel neighbours.
     lim = img * _soft_disc(d_c, r_asym)
-    spec = sfft.rfft2(lim, s=(2 * h, 2 * w), workers=-1)
-    conv = sfft.irfft2(spec * spec, s=(2 * h, 2 * w), workers=-1)[:, : 2 * h - 1, : 2 * w - 1]  # index m = 2c
-    my, mx = np.mgrid[: 2 * h - 1, : 2 * w - 1]
-    near = np.hypot(mx[None] / 2 - xc[:, None, None], my[None] / 2 - yc[:, None, None]) <= np.maximum(
-        CAS_FRACTION * rp_c, 1.0
-    )[:, None, None]
-    best = np.argmax(np.where(near, conv, -np.inf).reshape(n, -1), axis=1)
-    by, bx = best // (2 * w - 1), best % (2 * w - 1)
+    # only a window of (2L + 1)^2 half-pixel centres (index m = 2c) about 2 x centroid can be
+    # within the radius
+    r_near = np.maximum(CAS_FRACTION * rp_c, 1.0)
+    half_win = int(math.ceil(2 * float(np.max(r_near)))) + 1
+    wy0 = np.clip(np.round(2 * yc).astype(np.int64) - half_win, 0, max(2 * h - 2 - 2 * half_win, 0))
+    wx0 = np.clip(np.round(2 * xc).astype(np.int64) - half_win, 0, max(2 * w - 2 - 2 * half_win, 0))
+    nwy, nwx = min(2 * half_win + 1, 2 * h - 1), min(2 * w - 1, 2 * half_win + 1)
+    myw = wy0[:, None] + np.arange(nwy)[None, :]  # (N, nwy)
+    mxw = wx0[:, None] + np.arange(nwx)[None, :]
+    win = _autocorrelation_window(lim, xc, yc, r_asym + 0.5, 2 * r_near + 1, myw, mxw)
+    near = (myw / 2 - yc[:, None])[:, :, None] ** 2 + (mxw / 2 - xc[:, None])[:, None, :] ** 2 <= (r_near**2)[:, None, None]
+    best = np.argmax(np.where(near, win, -np.inf).reshape(n, -1), axis=1)
+    by, bx = wy0 + best // nwx, wx0 + best % nwx
 
     sky_asym = 2.0 * sigma / math.sqrt(math.pi)
-    absimg = np.abs(img)
 
     my0 = np.clip(by, 1, 2 * h - 3)
     mx0 = np.clip(bx, 1, 2 * w - 3)
@@ -425,20 +577,8 @@ def morphology_batched(
             smooth[sel] = ndi.uniform_filter(img[sel], size=(1, b, b))
     diff = np.maximum(img - smooth, 0.0)
     ann = _soft_disc(d_a, r_tot) - _soft_disc(d_a, CAS_FRACTION * rp)
-    # background term of S, as statmorph's sky box: the mean of max(I - boxcar(I), 0) over pixels
-    # away from the source (segment grown by the boxcar + 1 px); white-noise value from σ
-    # (σ √(1 - 1/b²) / √(2π)) where fewer than 64 such pixels exist.
-    bb = np.maximum(box, 1).astype(np.float64)
-    sky_s = np.where(box >= 2, sigma * np.sqrt(1 - 1 / bb**2) / math.sqrt(2 * math.pi), 0.0)
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = True
-    bkg = np.zeros_like(seg)
-    for b in np.unique(box):
-        sel = box == b
-        bkg[sel] = ~ndi.binary_dilation(seg[sel], structure=structure, iterations=int(b) + 1)
-    nbkg = bkg.sum(axis=(1, 2))
-    emp = (diff * bkg).sum(axis=(1, 2)) / np.maximum(nbkg, 1)
-    sky_s = np.where((nbkg >= 64) & (box >= 2) & (sigma > 0), emp, sky_s)
+    # background term of S: statmorph's, from its sky box (none found: no background term)
+    sky_s = np.nan_to_num(_skybox_smoothness(img, seg, box), nan=0.0)
     ap_flux = (ann * img).sum(axis=(1, 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         smoothness = np.where(
@@ -446,19 +586,24 @@ def morphology_batched(
         )
 
     # Gini segmap: smooth by 0.2 rp_ellip, threshold at the mean in the elliptical Petrosian annulus
-    elong, theta = _second_moments(np.where(seg, img, 0.0), ax, ay)
-    ct, st = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
-    dx0, dy0 = x[None] - ax[:, None, None], y[None] - ay[:, None, None]
-    d_e = np.hypot(dx0 * ct + dy0 * st, (-dx0 * st + dy0 * ct) * elong[:, None, None])
-    rpe, _ = _Growth(img, d_e, diag * min(float(np.max(elong)), 5.0)).petrosian()
-    ky = np.fft.fftfreq(2 * h)[:, None]
-    kx = np.fft.rfftfreq(2 * w)[None, :]
-    s_g = GINI_FRACTION * rpe
-    gauss = np.exp(-2 * math.pi**2 * s_g[:, None, None] ** 2 * (kx**2 + ky**2)[None])
-    sm = sfft.irfft2(sfft.rfft2(img, s=(2 * h, 2 * w), workers=-1) * gauss.astype(np.float32), s=(2 * h, 2 * w), workers=-1)[:, :h, :w]
-    dx1, dy1 = x[None] - xc[:, None, None], y[None] - yc[:, None, None]
-    d_e1 = np.hypot(dx1 * ct + dy1 * st, (-dx1 * st + dy1 * ct) * elong[:, None, None])
-    ring = np.abs(d_e1 - rpe[:, None, None]) <= 0.5 * ANNULUS
+    elong, theta = _second_moments(np.where(seg, img, np.float32(0)), ax, ay)
+    ct = np.cos(theta).astype(np.float32)[:, None, None]
+    st = np.sin(theta).astype(np.float32)[:, None, None]
+    el = elong.astype(np.float32)[:, None, None]
+
+    def ellip_dist2(cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+        dx_ = x[0][None, None, :] - cx.astype(np.float32)[:, None, None]
+        dy_ = y[:, 0][None, :, None] - cy.astype(np.float32)[:, None, None]
+        u, v = dx_ * ct + dy_ * st, (dy_ * ct - dx_ * st) * el
+        return u * u + v * v
+
+    rpe, _ = _Growth(img, np.sqrt(ellip_dist2(ax, ay)), diag).petrosian()  # the scan stops at the diagonal
+    sm = _gaussian_smooth(img, GINI_FRACTION * rpe)
+    # elliptical annulus |d - rpe| <= 1/2 about the centroid, as d^2 bounds
+    d2 = ellip_dist2(xc, yc)
+    r_in = np.maximum(rpe - 0.5 * ANNULUS, 0).astype(np.float32)[:, None, None]
+    r_out = (rpe + 0.5 * ANNULUS).astype(np.float32)[:, None, None]
+    ring = (d2 >= r_in * r_in) & (d2 <= r_out * r_out)
     with np.errstate(invalid="ignore"):
         thr = (sm * ring).sum(axis=(1, 2)) / np.maximum(ring.sum(axis=(1, 2)), 1)
     above = sm >= thr[:, None, None]
@@ -469,18 +614,21 @@ def morphology_batched(
 
     gini = np.where(gok, gini_coefficient(img, gseg), np.nan)
 
-    gimg = np.where(gseg, img, 0.0)
-    gm0 = gimg.sum(axis=(1, 2))
+    gimg = np.where(gseg, img, np.float32(0))
+    gm0 = gimg.sum(axis=(1, 2), dtype=np.float64)
     gm0s = np.where(gm0 > 0, gm0, 1.0)
-    gx, gy = (gimg * x).sum(axis=(1, 2)) / gm0s, (gimg * y).sum(axis=(1, 2)) / gm0s
-    r2 = (x[None] - gx[:, None, None]) ** 2 + (y[None] - gy[:, None, None]) ** 2
-    mtot = (gimg * r2).sum(axis=(1, 2))
+    gx = (gimg.sum(axis=1) @ x[0]) / gm0s
+    gy = (gimg.sum(axis=2) @ y[:, 0]) / gm0s
+    r2 = (x[0][None, None, :] - gx.astype(np.float32)[:, None, None]) ** 2 + (
+        y[:, 0][None, :, None] - gy.astype(np.float32)[:, None, None]
+    ) ** 2
+    mtot = (gimg * r2).sum(axis=(1, 2), dtype=np.float64)
     flat = np.sort(gimg.reshape(n, -1), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.cumsum(flat, axis=1) / gm0s[:, None]
     j = np.argmax(frac >= 0.8, axis=1)
     thr20 = flat[rows, j]
-    m20_2 = (np.where(gimg >= thr20[:, None, None], gimg, 0.0) * r2).sum(axis=(1, 2))
+    m20_2 = (np.where(gimg >= thr20[:, None, None], gimg, np.float32(0)) * r2).sum(axis=(1, 2), dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         m20 = np.log10(m20_2 / mtot)
     m20 = np.where(gok & (gm0 > 0) & (m20_2 > 0) & (mtot > 0), m20, np.nan)
@@ -578,9 +726,10 @@ def measure_morphology(
     step = batch_size if engine == "batched" else 1
     from tqdm import tqdm
 
+    sigma = np.asarray(noise_sigma)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in MORPHOLOGY_PROPERTIES}
     for start in tqdm(range(0, len(images), step), disable=not progress, desc=f"morphology ({engine})", leave=False):
-        res = fn(images[start : start + step], np.asarray(noise_sigma)[start : start + step])
+        res = fn(images[start : start + step], sigma[start : start + step])
         for k in MORPHOLOGY_PROPERTIES:
             parts[k].append(res[k])
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}

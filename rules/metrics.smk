@@ -13,36 +13,6 @@ PLOT_KINDS = {
 }
 
 
-def _stage_exists(stage):
-    return (Path(workflow.basedir) / "rules" / f"{stage}.smk").exists()
-
-
-def _metrics_inputs(wildcards):
-    """Required: the test split and the samples; the other stages' summaries when their rule file exists."""
-    inputs = {
-        "test": f"{RESULTS}/data/test.h5",
-        **{f"samples_{m}": f"{RESULTS}/samples/{m}.h5" for m in config["metrics"]["models"]},
-    }
-    if _stage_exists("data"):
-        inputs.update(
-            train=f"{RESULTS}/data/train.h5",
-            val=f"{RESULTS}/data/val.h5",
-            cleaning=f"{RESULTS}/data/cleaning.json",
-        )
-    if _stage_exists("autoencoder"):
-        inputs.update(
-            latents=f"{RESULTS}/latents/test.h5",
-            ae_metrics=f"{RESULTS}/autoencoder/test_metrics.json",
-            ae_history=f"{RESULTS}/autoencoder/history.csv",
-        )
-    if _stage_exists("flow"):
-        inputs.update(
-            flow_metrics=f"{RESULTS}/flow/test_metrics.json",
-            flow_history=f"{RESULTS}/flow/history.csv",
-        )
-    return inputs
-
-
 rule metrics:
     input:
         unpack(_metrics_inputs),

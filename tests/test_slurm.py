@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _workflow import copy_workflow
 from slurm_cluster import PARTITION, LocalSlurm, unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,6 @@ def needs_slurm(test):
     return pytest.mark.slurm(_skip_without_slurm(test))
 
 
-# What a run needs from the repository; the package itself is imported from the venv (editable).
-WORKFLOW_FILES = ["Snakefile", "rules", "workflow", "config", "profiles", "resources", "envs"]
 TRAINING_RULES = ("train_autoencoder", "train_flow")
 
 
@@ -51,18 +49,6 @@ def run_snakemake(args: list[str], cwd: Path, timeout_s: int) -> subprocess.Comp
     res = subprocess.run(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert res.returncode not in (124, 137), f"snakemake timed out after {timeout_s} s:\n{res.stdout[-4000:]}"
     return res
-
-
-def copy_workflow(dest: Path) -> Path:
-    r"""Copy the workflow (not results, logs or .snakemake) into ``dest``; return ``dest``."""
-
-    for name in WORKFLOW_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def job_resources(dry_run_output: str) -> dict[str, dict[str, str]]:

@@ -21,8 +21,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .generator import GeneratedGalaxies
 
 
 def _base_parser(add_help: bool) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -53,7 +57,7 @@ def _flow_path(args: argparse.Namespace) -> Path | None:
     return None
 
 
-def write_fits(path: str | os.PathLike, gen: "GeneratedGalaxies", *, overwrite: bool = False, model: str = "") -> None:  # noqa: F821
+def write_fits(path: str | os.PathLike, gen: GeneratedGalaxies, *, overwrite: bool = False, model: str = "") -> None:
     r"""Write generated galaxies as a FITS image cube (counts) plus a conditions table, atomically."""
 
     from astropy.io import fits

@@ -20,7 +20,7 @@ run: install
 	$(VENV)/bin/snakemake --cores $(CORES) results/metrics.json
 
 test: install slurm
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 # A one-node SLURM for tests/test_slurm.py: installed with apt-get where possible (root), else skipped
 # with the reason printed; never fails the build. The tests start and stop the daemons themselves.

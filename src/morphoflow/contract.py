@@ -26,6 +26,7 @@ __all__ = [
     "read_catalog",
     "write_catalog",
     "check_file",
+    "open_h5",
 ]
 
 import dataclasses
@@ -256,6 +257,18 @@ def write_galaxies(path: str | os.PathLike, gs: GalaxySet, *, compression: int =
         f.attrs["format_version"] = FORMAT_VERSION
 
 
+def open_h5(path: str | os.PathLike) -> h5py.File:
+    r"""Open an HDF5 file for reading; a missing or unreadable file is a :class:`ContractError` naming it."""
+
+    name = str(path)
+    if not Path(path).exists():
+        raise ContractError(f"{name}: file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ContractError(f"{name}: not a readable HDF5 file ({err})") from err
+
+
 def check_file(path: str | os.PathLike) -> None:
     r"""Raise :class:`ContractError` if the file at ``path`` does not follow the contract."""
 
@@ -275,14 +288,7 @@ def read_galaxies(path: str | os.PathLike, *, load_pixels: bool = True) -> Galax
     """
 
     name = str(path)
-    if not Path(path).exists():
-        raise ContractError(f"{name}: file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ContractError(f"{name}: not a readable HDF5 file ({err})") from err
-
-    with f:
+    with open_h5(path) as f:
         for key in ("images", "psf", "noise_sigma", "catalog"):
             if key not in f:
                 raise ContractError(f"{name}: dataset '{key}' is missing")

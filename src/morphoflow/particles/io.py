@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from ..atomic import atomic_path
-from ..contract import ContractError, read_catalog, write_catalog
+from ..contract import ContractError, open_h5, read_catalog, write_catalog
 
 #: Columns of a GalacticFlow ``.npy`` file, in order.
 NPY_COLUMNS: tuple[str, ...] = ("x", "y", "z", "vx", "vy", "vz", "Z", "feh", "ofe", "mass", "age")
@@ -235,13 +235,7 @@ def read_stars(path: str | os.PathLike) -> StarSet:
     """
 
     name = str(path)
-    if not Path(path).exists():
-        raise ContractError(f"{name}: file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ContractError(f"{name}: not a readable HDF5 file ({err})") from err
-    with f:
+    with open_h5(path) as f:
         for key in ("stars", "offsets", "catalog"):
             if key not in f:
                 raise ContractError(f"{name}: dataset '{key}' is missing")

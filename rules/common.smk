@@ -58,6 +58,16 @@ def source_is(name):
     return config["data"]["source"] == name
 
 
+def has_floors():
+    """Whether rule simulation_floors runs: the simulated data set, stamps not re-convolved by preprocess."""
+    return mode_is("images") and source_is("simulate") and config["preprocess"]["target_psf"] is None
+
+
+def floors_input():
+    """Optional input of rule evaluate_autoencoder: the test split's oracle chi2 floors (simulated data)."""
+    return {"floors": f"{RESULTS}/data/test_floors.json"} if has_floors() else {}
+
+
 def train_gpus():
     """GPUs a training job requests (resource `gpu` -> sbatch --gpus): config cluster.gpu_training."""
     return 1 if config["cluster"]["gpu_training"] else 0

@@ -52,3 +52,28 @@ rule preprocess:
         "../envs/morphoflow.yaml"
     script:
         "../workflow/scripts/preprocess.py"
+
+
+if has_floors():
+
+    rule simulation_floors:
+        input:
+            test=f"{RESULTS}/data/test.h5",
+        output:
+            f"{RESULTS}/data/test_floors.json",
+        params:
+            simulate=config["simulate"],
+            seed=config["seed"],
+            fraction=config["autoencoder"]["evaluate"]["footprint_fraction"],
+        log:
+            log_path("simulation_floors"),
+        benchmark:
+            bench_path("simulation_floors")
+        threads: 1
+        resources:
+            mem_mb=mem_mb(2000),
+            runtime=runtime_min(10),
+        conda:
+            "../envs/morphoflow.yaml"
+        script:
+            "../workflow/scripts/simulation_floors.py"

@@ -124,3 +124,16 @@ def test_run_simulate_writes_contract_file(tmp_path):
     noise_total = gs.noise_sigma * n * 3  # generous: correlated noise on n^2 pixels
     assert np.all(np.abs(gs.images.sum(axis=(1, 2, 3)) - gs.truth.sum(axis=(1, 2, 3))) < 0.1 * flux + noise_total)
     assert set(gs.units) >= {"mag", "hlr_arcsec", "redshift", "flux"} and gs.units["mag"] == "mag(AB)"
+
+
+def test_knot_setting_keeps_total_flux():
+    # the knots take their light from the disk; with n_knots = 0 the disk keeps all of it
+    config = small_config(n=1)
+    rows = []
+    for n_knots in (6, 0):
+        cfg = dict(config["simulate"], knots=dict(config["simulate"]["knots"], n_knots=n_knots))
+        r = Renderer(cfg)
+        row, knot_seed, _ = r.parameters(0, config["seed"])
+        row.update(hlr_arcsec=0.05, knot_fraction=0.3)
+        rows.append(r.draw(row, knot_seed)[1].sum())
+    assert rows[0] == pytest.approx(rows[1], rel=0.01)

@@ -16,7 +16,7 @@ Figures (``results/autoencoder/test_metrics.json``):
 
 from __future__ import annotations
 
-__all__ = ["footprint_masks", "reconstruct_set", "test_metrics", "plot_reconstructions", "plot_loss",
+__all__ = ["footprint_masks", "truth_footprints", "reconstruct_set", "test_metrics", "plot_reconstructions", "plot_loss",
            "evaluate_autoencoder"]
 
 import json
@@ -83,6 +83,19 @@ def _gauss_kernel(s: float) -> np.ndarray:
     return k / k.sum()
 
 
+def truth_footprints(gs: GalaxySet, fraction: float = 0.1) -> np.ndarray | None:
+    r"""Footprints (N, C, H, W) where the noiseless observed truth (``truth`` ⊛ ``psf``) exceeds ``fraction`` σ.
+
+    Returns None when the set has no ``truth`` (real data: use :func:`footprint_masks`' segmentation).
+    """
+
+    if gs.truth is None:
+        return None
+    t = torch.from_numpy(np.asarray(gs.truth, np.float64))
+    truth_obs = fft_convolve(t, torch.from_numpy(np.asarray(gs.psf, np.float64))).numpy()
+    return footprint_masks(gs.images, np.asarray(gs.noise_sigma, np.float64), truth_obs, fraction)
+
+
 @torch.no_grad()
 def reconstruct_set(
     model: nn.Module, meta: dict[str, Any], gs: GalaxySet, batch_size: int = 256, device: str = "cpu"
@@ -118,11 +131,10 @@ def test_metrics(
     r"""The figures of the module docstring from :func:`reconstruct_set`'s output."""
 
     x, m, sigma = rec["x"], rec["model"], rec["sigma"]
-    truth_obs = None
-    if gs.truth is not None:
-        t = torch.from_numpy(gs.truth / norm_scale)
-        truth_obs = fft_convolve(t.double(), torch.from_numpy(gs.psf).double()).float().numpy()
-    mask = footprint_masks(x, sigma, truth_obs, fraction, nsigma)
+    mask = truth_footprints(gs, fraction)
+    from_truth = mask is not None
+    if mask is None:
+        mask = footprint_masks(x, sigma, None, fraction, nsigma)
     r2 = ((x - m) / sigma.reshape(-1, 1, 1, 1)) ** 2
     ssim = []
     for i in range(len(x)):
@@ -135,7 +147,7 @@ def test_metrics(
         "test_mse": float(((x - m) ** 2).mean()),
         "test_ssim": float(np.mean(ssim)),
         "footprint_pixels_per_galaxy": float(npix / len(x)),
-        "footprint_source": "truth" if truth_obs is not None else "segmentation",
+        "footprint_source": "truth" if from_truth else "segmentation",
         "n_galaxies": int(len(x)),
     }
 
@@ -203,12 +215,15 @@ def evaluate_autoencoder(
     loss_png: str | os.PathLike,
     config: dict[str, Any],
     device: str = "cpu",
+    floors_path: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     r"""Compute the stage-1 test figures, write them as JSON, and draw the two plots.
 
     Arguments:
         config: The ``autoencoder`` block; uses ``evaluate.footprint_fraction``, ``evaluate.segmentation_nsigma``,
             ``evaluate.n_plot``.
+        floors_path: Optional :mod:`morphoflow.floors` JSON of the same test split; adds
+            ``floor_exact_chi2_per_pixel`` and ``floor_smooth_chi2_per_pixel`` (footprint χ² of the oracles).
     """
 
     ev = config.get("evaluate", {})
@@ -226,6 +241,12 @@ def evaluate_autoencoder(
     )
     metrics.update({"model": meta["model"], "latent_dim": int(meta["latent_dim"]), "psf_aware": bool(meta["psf_aware"]),
                     "likelihood": meta.get("likelihood", "pixel")})
+    if floors_path is not None:
+        try:
+            floors = json.loads(open(floors_path).read())
+            metrics.update({f"floor_{k}_chi2_per_pixel": float(floors[k]["chi2_per_pixel"]) for k in ("exact", "smooth")})
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{floors_path}: cannot read the chi2 floors ({type(err).__name__}: {err})") from err
     with atomic_path(metrics_path) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     plot_reconstructions(rec, reconstructions_png, int(ev.get("n_plot", 8)))

@@ -200,10 +200,10 @@ class Renderer:
                 )
             parts.append(self._bulges[n].dilate(hlr).withFlux(bf * flux))
         disk = (1 - bf) * flux
-        kf = row["knot_fraction"]
+        nk = int(cfg["knots"]["n_knots"])
+        kf = row["knot_fraction"] if nk > 0 else 0.0  # without knots the disk keeps all its flux
         parts.append(self._disk.dilate(hlr).withFlux(disk * (1 - kf)))
         smooth = galsim.Add(parts).shear(shear)
-        nk = int(cfg["knots"]["n_knots"])
         if nk > 0 and kf > 0:
             pts = galsim.RandomKnots(nk, half_light_radius=hlr, flux=1.0, rng=galsim.BaseDeviate(knot_seed)).points
             return smooth, np.asarray(pts, np.float64) @ shear.getMatrix().T, disk * kf / nk
@@ -227,11 +227,11 @@ class Renderer:
 
         return knot_flux * np.einsum("ky,kx->yx", profile(knots[:, 1]), profile(knots[:, 0]))
 
-    def render(self, galaxy_id: int, seed: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-        r"""Draw catalog row, observed image and truth of one galaxy (all from its own seeds).
+    def parameters(self, galaxy_id: int, seed: int) -> tuple[dict[str, float], int, int]:
+        r"""One galaxy's catalog row (with ``flux`` and ``knot_fraction``), knot seed and noise seed.
 
-        Returns:
-            ``(row, image, truth)``; images (H, W) float32 in counts.
+        Everything derives from ``item_rng(seed, galaxy_id, "simulate")``, so any galaxy of a data set can
+        be redrawn alone (see :mod:`morphoflow.floors`).
         """
 
         cfg = self.cfg
@@ -240,7 +240,16 @@ class Renderer:
         row["flux"] = 10 ** (-0.4 * (row["mag"] - cfg["zeropoint_ab"]))
         row["knot_fraction"] = float(rng.uniform(0.0, cfg["knots"]["max_fraction"]))
         knot_seed, noise_seed = (int(s) for s in rng.integers(1, 2**31 - 1, size=2))
+        return row, knot_seed, noise_seed
 
+    def render(self, galaxy_id: int, seed: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+        r"""Draw catalog row, observed image and truth of one galaxy (all from its own seeds).
+
+        Returns:
+            ``(row, image, truth)``; images (H, W) float32 in counts.
+        """
+
+        row, knot_seed, noise_seed = self.parameters(galaxy_id, seed)
         observed, truth = self.draw(row, knot_seed)
         image = (observed + self.noise_field(noise_seed)).astype(np.float32)
         del row["knot_fraction"]

@@ -12,4 +12,5 @@ evaluate_autoencoder(
     snakemake.output.reconstructions,
     snakemake.output.loss,
     snakemake.params.autoencoder,
+    floors_path=snakemake.input.get("floors"),
 )

@@ -373,6 +373,8 @@ def run_metrics(
     metrics: dict[str, Any] = {"format_version": 1, "data": data}
     ae = _read_json(ae_metrics, ("test_chi2_per_pixel", "test_chi2_per_pixel_stamp", "test_mse", "test_ssim"))
     if ae is not None:
+        full = _read_json(ae_metrics)
+        ae.update({k: full[k] for k in ("floor_exact_chi2_per_pixel", "floor_smooth_chi2_per_pixel") if k in full})
         metrics["autoencoder"] = ae
     fl = _read_json(flow_metrics, ("test_nll_per_dim",))
     if fl is not None:

@@ -46,6 +46,11 @@ def test_dag_produces_metrics_summary_plots_logs(tiny_run):
         gen = metrics["generation"][kind]
         assert 0.0 <= gen["c2st_auc"] <= 1.0
         assert set(gen["morphology"]) >= {"flux", "r50", "gini", "m20", "concentration", "asymmetry", "smoothness"}
+    # the simulated data set's oracle floors: the exact redraw leaves only noise, the clump-free one more
+    ae = metrics["autoencoder"]
+    assert abs(ae["floor_exact_chi2_per_pixel"] - 1.0) < 0.1
+    assert ae["floor_smooth_chi2_per_pixel"] > ae["floor_exact_chi2_per_pixel"]
+    assert ae["test_chi2_per_pixel"] > 0.5
     assert (tiny_run / "results/summary.md").read_text().strip()
     assert list((tiny_run / "results/plots").glob("*.png"))
     rules_run = {p.stem for p in (tiny_run / "benchmarks").glob("*.tsv")}

@@ -34,7 +34,7 @@ rule train_autoencoder:
 
 rule evaluate_autoencoder:
     input:
-        unpack(lambda wildcards: floors_input()),
+        unpack(floors_input),
         model=f"{RESULTS}/autoencoder/model.pt",
         test=f"{RESULTS}/data/test.h5",
         history=f"{RESULTS}/autoencoder/history.csv",

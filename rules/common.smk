@@ -59,12 +59,12 @@ def source_is(name):
 
 
 def has_floors():
-    """Whether rule simulation_floors runs: the simulated data set, stamps not re-convolved by preprocess."""
+    """Whether simulation_floors runs (the simulated data set, stamps not re-convolved by preprocess)."""
     return mode_is("images") and source_is("simulate") and config["preprocess"]["target_psf"] is None
 
 
-def floors_input():
-    """Optional input of rule evaluate_autoencoder: the test split's oracle chi2 floors (simulated data)."""
+def floors_input(wildcards):
+    """Optional input of evaluate_autoencoder (the oracle chi2 floors of the simulated test split)."""
     return {"floors": f"{RESULTS}/data/test_floors.json"} if has_floors() else {}
 
 

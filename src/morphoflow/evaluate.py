@@ -243,7 +243,8 @@ def evaluate_autoencoder(
                     "likelihood": meta.get("likelihood", "pixel")})
     if floors_path is not None:
         try:
-            floors = json.loads(open(floors_path).read())
+            with open(floors_path) as f:
+                floors = json.load(f)
             metrics.update({f"floor_{k}_chi2_per_pixel": float(floors[k]["chi2_per_pixel"]) for k in ("exact", "smooth")})
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{floors_path}: cannot read the chi2 floors ({type(err).__name__}: {err})") from err

@@ -237,7 +237,9 @@ def _n_ids(path: str | os.PathLike | None) -> int | None:
         raise ContractError(f"{path}: cannot read dataset 'catalog/id' ({err})") from err
 
 
-def _read_json(path: str | os.PathLike | None, keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+def _read_json(
+    path: str | os.PathLike | None, keys: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
     if path is None or not Path(path).exists():
         return None
     try:
@@ -247,7 +249,7 @@ def _read_json(path: str | os.PathLike | None, keys: tuple[str, ...] = ()) -> di
     for k in keys:
         if k not in data:
             raise ValueError(f"{path}: key '{k}' is missing")
-    return {k: data[k] for k in keys} if keys else data
+    return {k: data[k] for k in keys + optional if k in data} if keys else data
 
 
 def _check_same_galaxies(test: GalaxySet, gen: GalaxySet, name: str) -> None:
@@ -371,10 +373,9 @@ def run_metrics(
     if clean is not None:
         data["cleaning"] = clean
     metrics: dict[str, Any] = {"format_version": 1, "data": data}
-    ae = _read_json(ae_metrics, ("test_chi2_per_pixel", "test_chi2_per_pixel_stamp", "test_mse", "test_ssim"))
+    ae = _read_json(ae_metrics, ("test_chi2_per_pixel", "test_chi2_per_pixel_stamp", "test_mse", "test_ssim"),
+                    optional=("floor_exact_chi2_per_pixel", "floor_smooth_chi2_per_pixel"))
     if ae is not None:
-        full = _read_json(ae_metrics)
-        ae.update({k: full[k] for k in ("floor_exact_chi2_per_pixel", "floor_smooth_chi2_per_pixel") if k in full})
         metrics["autoencoder"] = ae
     fl = _read_json(flow_metrics, ("test_nll_per_dim",))
     if fl is not None:

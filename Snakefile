@@ -1,8 +1,6 @@
 # morphoflow: download -> preprocess -> autoencoder -> latents -> conditional flow -> samples -> metrics.
 # Run: snakemake --cores all results/metrics.json      (see README.md)
 
-from pathlib import Path
-
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -12,23 +10,31 @@ configfile: "config/config.yaml"
 
 
 # Fill the defaults of every section (snakemake fills them at the top level only), then check.
-from morphoflow.config import fill_defaults
+# The schemas ship with the package (morphoflow/schemas/).
+from morphoflow.config import DEFAULT_SCHEMA, fill_defaults
 
-fill_defaults(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-validate(config, "workflow/schemas/config.schema.yaml")
+fill_defaults(config, DEFAULT_SCHEMA)
+validate(config, str(DEFAULT_SCHEMA))
 
 
 include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/realdata.smk"
+include: "rules/autoencoder.smk"
 
 
-# One rule file per stage; a stage that is not written yet is simply absent.
-for _stage in STAGES:
-    if (Path(workflow.basedir) / "rules" / f"{_stage}.smk").exists():
+if config["mode"] == "particles":
 
-        include: f"rules/{_stage}.smk"
+    include: "rules/particles.smk"
+
+else:
+
+    include: "rules/flow.smk"
+    include: "rules/sampling.smk"
+    include: "rules/metrics.smk"
 
 
 rule all:
     default_target: True
     input:
-        final_target(),
+        f"{RESULTS}/metrics.json",

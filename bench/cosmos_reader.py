@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _cosmos_fixture import make_cosmos_sample  # noqa: E402
 
-from morphoflow.cosmos import read_cosmos  # noqa: E402
-from morphoflow.stamps import HDF_PIXEL_SCALE, cut_stamps, rgb_to_band  # noqa: E402
+from morphoflow.data.cosmos import read_cosmos  # noqa: E402
+from morphoflow.data.stamps import HDF_PIXEL_SCALE, cut_stamps, rgb_to_band  # noqa: E402
 
 
 def main() -> None:

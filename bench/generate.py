@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from morphoflow.config import load_config  # noqa: E402
 from morphoflow.flow import KINDS, ConditionalFlow, Standardizer, flow_hyper  # noqa: E402
 from morphoflow.generator import Generator  # noqa: E402
-from morphoflow.models import build_autoencoder  # noqa: E402
+from morphoflow.autoencoder import build_autoencoder  # noqa: E402
 
 RANGES = {"mag": (18.0, 25.0), "hlr_arcsec": (0.05, 1.0), "redshift": (0.05, 2.5)}
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from morphoflow.config import load_config
 from morphoflow.seeding import item_rng
-from morphoflow.simulate import Renderer, draw_catalog_row
+from morphoflow.data.simulate import Renderer, draw_catalog_row
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from morphoflow.config import load_config
-from morphoflow.models import build_autoencoder
-from morphoflow.models.objective import AutoencoderLoss
+from morphoflow.autoencoder import build_autoencoder
+from morphoflow.autoencoder.objective import AutoencoderLoss
 from morphoflow.training import TrainSettings, fit
 
 

@@ -14,9 +14,8 @@ rule train_autoencoder:
         model=f"{RESULTS}/autoencoder/model.pt",
         history=f"{RESULTS}/autoencoder/history.csv",
     params:
-        autoencoder=config["autoencoder"],
-        seed=config["seed"],
-        workdir=f"{RESULTS}/autoencoder/checkpoints",
+        config=pick("autoencoder", "seed"),
+        checkpoints=f"{RESULTS}/autoencoder/checkpoints",
     log:
         log_path("train_autoencoder"),
     benchmark:
@@ -43,7 +42,7 @@ rule evaluate_autoencoder:
         reconstructions=f"{RESULTS}/plots/reconstructions.png",
         loss=f"{RESULTS}/plots/ae_loss.png",
     params:
-        autoencoder=config["autoencoder"],
+        config=pick("autoencoder.evaluate"),
     log:
         log_path("evaluate_autoencoder"),
     benchmark:
@@ -63,11 +62,11 @@ rule extract_latents:
         model=f"{RESULTS}/autoencoder/model.pt",
         galaxies=f"{RESULTS}/data/{{split}}.h5",
     output:
-        f"{RESULTS}/latents/{{split}}.h5",
+        latents=f"{RESULTS}/latents/{{split}}.h5",
     wildcard_constraints:
         split="train|val|test",
     params:
-        batch_size=config["autoencoder"]["extract"]["batch_size"],
+        config=pick("autoencoder.extract"),
     log:
         log_path("extract_latents_{split}"),
     benchmark:

@@ -1,32 +1,21 @@
 # Helpers shared by the rule files. Nothing here runs a job.
 
-from pathlib import Path
-
 RESULTS = "results"
 
-# Stage rule files in DAG order; the last one present decides `rule all`'s target.
-# In particles mode the image stages (flow, sampling, metrics, report) give way to rules/particles.smk.
-if config["mode"] == "particles":
-    STAGES = ["data", "realdata", "autoencoder", "particles"]
-else:
-    STAGES = ["data", "realdata", "autoencoder", "flow", "sampling", "metrics", "report"]
 
-_STAGE_TARGETS = [
-    ("particles", f"{RESULTS}/metrics.json"),
-    ("metrics", f"{RESULTS}/metrics.json"),
-    ("sampling", f"{RESULTS}/samples/flow.h5"),
-    ("flow", f"{RESULTS}/flow/model.pt"),
-    ("autoencoder", f"{RESULTS}/latents/test.h5"),
-    ("data", f"{RESULTS}/data/train.h5"),
-]
-
-
-def final_target():
-    """The final output of the furthest stage whose rule file exists."""
-    for stage, target in _STAGE_TARGETS:
-        if stage in STAGES and (Path(workflow.basedir) / "rules" / f"{stage}.smk").exists():
-            return target
-    raise ValueError("no stage rule file found under rules/")
+def pick(*keys):
+    """The named parts of the validated config as one nested dict: the `config` argument of a rule's
+    run_<rule> function, passed as params so that a change of these keys (and only these) reruns the rule.
+    A key is a top-level section ("simulate") or a dotted path into one ("autoencoder.evaluate")."""
+    out = {}
+    for key in keys:
+        node, dst = config, out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+            dst = dst.setdefault(part, {})
+        dst[parts[-1]] = node[parts[-1]]
+    return out
 
 
 def log_path(rule_name):
@@ -73,33 +62,17 @@ def train_gpus():
     return 1 if config["cluster"]["gpu_training"] else 0
 
 
-# Inputs of rule `metrics` (rules/metrics.smk).
-def _stage_exists(stage):
-    """Whether rules/<stage>.smk exists (a stage that is not written yet is absent)."""
-    return (Path(workflow.basedir) / "rules" / f"{stage}.smk").exists()
-
-
+# Inputs of rule `metrics` (rules/metrics.smk): the test split, the samples, and every stage's summary.
 def _metrics_inputs(wildcards):
-    """Required: the test split and the samples; the other stages' summaries when their rule file exists."""
-    inputs = {
+    return {
         "test": f"{RESULTS}/data/test.h5",
         **{f"samples_{m}": f"{RESULTS}/samples/{m}.h5" for m in config["metrics"]["models"]},
+        "train": f"{RESULTS}/data/train.h5",
+        "val": f"{RESULTS}/data/val.h5",
+        "cleaning": f"{RESULTS}/data/cleaning.json",
+        "latents": f"{RESULTS}/latents/test.h5",
+        "ae_metrics": f"{RESULTS}/autoencoder/test_metrics.json",
+        "ae_history": f"{RESULTS}/autoencoder/history.csv",
+        "flow_metrics": f"{RESULTS}/flow/test_metrics.json",
+        "flow_history": f"{RESULTS}/flow/history.csv",
     }
-    if _stage_exists("data"):
-        inputs.update(
-            train=f"{RESULTS}/data/train.h5",
-            val=f"{RESULTS}/data/val.h5",
-            cleaning=f"{RESULTS}/data/cleaning.json",
-        )
-    if _stage_exists("autoencoder"):
-        inputs.update(
-            latents=f"{RESULTS}/latents/test.h5",
-            ae_metrics=f"{RESULTS}/autoencoder/test_metrics.json",
-            ae_history=f"{RESULTS}/autoencoder/history.csv",
-        )
-    if _stage_exists("flow"):
-        inputs.update(
-            flow_metrics=f"{RESULTS}/flow/test_metrics.json",
-            flow_history=f"{RESULTS}/flow/history.csv",
-        )
-    return inputs

@@ -6,10 +6,9 @@ if mode_is("images") and source_is("simulate"):
 
     rule simulate:
         output:
-            f"{RESULTS}/data/raw.h5",
+            raw=f"{RESULTS}/data/raw.h5",
         params:
-            simulate=config["simulate"],
-            seed=config["seed"],
+            config=pick("simulate", "seed"),
         log:
             log_path("simulate"),
         benchmark:
@@ -38,8 +37,7 @@ rule preprocess:
             else []
         ),
     params:
-        preprocess=config["preprocess"],
-        seed=config["seed"],
+        config=pick("preprocess", "seed"),
     log:
         log_path("preprocess"),
     benchmark:
@@ -60,11 +58,9 @@ if has_floors():
         input:
             test=f"{RESULTS}/data/test.h5",
         output:
-            f"{RESULTS}/data/test_floors.json",
+            floors=f"{RESULTS}/data/test_floors.json",
         params:
-            simulate=config["simulate"],
-            seed=config["seed"],
-            fraction=config["autoencoder"]["evaluate"]["footprint_fraction"],
+            config=pick("simulate", "seed", "autoencoder.evaluate.footprint_fraction"),
         log:
             log_path("simulation_floors"),
         benchmark:

@@ -12,9 +12,8 @@ rule train_flow:
         model=f"{RESULTS}/flow/model.pt",
         history=f"{RESULTS}/flow/history.csv",
     params:
-        flow=config["flow"],
-        seed=config["seed"],
-        workdir=f"{RESULTS}/flow/checkpoints",
+        config=pick("flow", "seed"),
+        checkpoints=f"{RESULTS}/flow/checkpoints",
     log:
         log_path("train_flow"),
     benchmark:
@@ -35,7 +34,7 @@ rule evaluate_flow:
         model=f"{RESULTS}/flow/model.pt",
         test=f"{RESULTS}/latents/test.h5",
     output:
-        f"{RESULTS}/flow/test_metrics.json",
+        metrics=f"{RESULTS}/flow/test_metrics.json",
     log:
         log_path("evaluate_flow"),
     benchmark:

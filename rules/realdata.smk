@@ -11,7 +11,7 @@ HDF_FITS = "resources/hdf/hubble_deep_field.fits"
 # are params, so that changing retries/timeouts does not trigger a new download.
 rule download:
     output:
-        COSMOS_TARBALL,
+        tarball=COSMOS_TARBALL,
     params:
         url=_DL["url"].format(sample=_DL["sample"]),
         known_hash=_DL["known_hash"],
@@ -33,14 +33,11 @@ if source_is("cosmos"):
 
     rule cosmos:
         input:
-            ancient(COSMOS_TARBALL),
+            tarball=ancient(COSMOS_TARBALL),
         output:
-            f"{RESULTS}/data/raw.h5",
+            raw=f"{RESULTS}/data/raw.h5",
         params:
-            cosmos=config["cosmos"],
-            sample=_DL["sample"],
-            known_hash=_DL["known_hash"],
-            seed=config["seed"],
+            config=pick("cosmos", "download.sample", "download.known_hash", "seed"),
         log:
             log_path("cosmos"),
         benchmark:
@@ -62,9 +59,9 @@ if source_is("stamps"):
 
         rule hdf_image:
             output:
-                HDF_FITS,
+                image=HDF_FITS,
             params:
-                pixel_scale_arcsec=config["stamps"]["pixel_scale_arcsec"],
+                config=pick("stamps.pixel_scale_arcsec"),
             log:
                 log_path("hdf_image"),
             benchmark:
@@ -84,10 +81,9 @@ if source_is("stamps"):
             **({"weight": config["stamps"]["weight"]} if config["stamps"]["weight"] else {}),
             **({"psf": config["stamps"]["psf"]} if config["stamps"]["psf"] else {}),
         output:
-            f"{RESULTS}/data/raw.h5",
+            raw=f"{RESULTS}/data/raw.h5",
         params:
-            stamps=config["stamps"],
-            seed=config["seed"],
+            config=pick("stamps", "seed"),
         log:
             log_path("cut_stamps"),
         benchmark:

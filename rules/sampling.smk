@@ -10,13 +10,11 @@ rule sample:
         autoencoder=f"{RESULTS}/autoencoder/model.pt",
         flow=branch(lambda wc: wc.method == "flow", then=f"{RESULTS}/flow/model.pt"),
     output:
-        f"{RESULTS}/samples/{{method}}.h5",
+        samples=f"{RESULTS}/samples/{{method}}.h5",
     wildcard_constraints:
         method="|".join(config["sample"]["methods"]),
     params:
-        sample=config["sample"],
-        seed=config["seed"],
-        out_of_range=config["flow"]["out_of_range"],
+        config=pick("sample", "seed", "flow.out_of_range"),
     log:
         log_path("sample_{method}"),
     benchmark:

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from morphoflow.archive import ArchiveError, safe_extract
+from morphoflow.data.archive import ArchiveError, safe_extract
 
 
 def make_tar(path, members):

@@ -6,8 +6,8 @@ from astropy.io import fits
 
 from _cosmos_fixture import BAD_FIT, BAD_STAMP, FileServer, make_cosmos_tarball
 from morphoflow.contract import read_galaxies
-from morphoflow.cosmos import build_cosmos_raw, extract_sample, read_cosmos
-from morphoflow.download import DownloadError, fetch
+from morphoflow.data.cosmos import build_cosmos_raw, extract_sample, read_cosmos
+from morphoflow.data.download import DownloadError, fetch
 
 N = 10
 STAMP = 64

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from _cosmos_fixture import FileServer
-from morphoflow.download import DownloadError, fetch, run_download, verify
+from morphoflow.data.download import DownloadError, fetch, run_download, verify
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
 

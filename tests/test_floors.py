@@ -11,8 +11,8 @@ import torch
 
 from morphoflow.config import load_config
 from morphoflow.contract import ContractError, GalaxySet, write_galaxies
-from morphoflow.floors import run_floors, simulation_floors
-from morphoflow.simulate import simulate
+from morphoflow.data.floors import run_floors, simulation_floors
+from morphoflow.data.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from morphoflow.forward import chi2_fourier, chi2_pixel, fft_convolve, psf_rfft, sample_noise
+from morphoflow.autoencoder.forward import chi2_fourier, chi2_pixel, fft_convolve, psf_rfft, sample_noise
 
 torch.set_num_threads(1)
 

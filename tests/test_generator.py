@@ -14,7 +14,7 @@ import torch
 import morphoflow
 from morphoflow.flow import OutOfRangeError, OutOfRangeWarning, save_flow, train_conditional_flow
 from morphoflow.generator import GeneratedGalaxies, Generator, to_galsim
-from morphoflow.models import build_autoencoder, save_autoencoder
+from morphoflow.autoencoder import build_autoencoder, save_autoencoder
 
 torch.set_num_threads(1)
 

@@ -8,10 +8,10 @@ import torch
 
 from _galaxies import write_split
 from morphoflow.contract import ContractError, read_galaxies
-from morphoflow.evaluate import evaluate_autoencoder, footprint_masks
-from morphoflow.latents import extract_latents, read_latents
-from morphoflow.models import load_autoencoder
-from morphoflow.models.train import train_autoencoder
+from morphoflow.autoencoder.evaluate import evaluate_autoencoder, footprint_masks
+from morphoflow.autoencoder.latents import extract_latents, read_latents
+from morphoflow.autoencoder import load_autoencoder
+from morphoflow.autoencoder.train import train_autoencoder
 
 torch.set_num_threads(1)
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from _galaxies import make_galaxies, write_split
-from morphoflow.models import AE, VAE, ModelFileError, build_autoencoder, load_autoencoder, save_autoencoder
-from morphoflow.models.objective import AutoencoderLoss, stamp_tensors
-from morphoflow.models.train import train_autoencoder
+from morphoflow.autoencoder import AE, VAE, ModelFileError, build_autoencoder, load_autoencoder, save_autoencoder
+from morphoflow.autoencoder.objective import AutoencoderLoss, stamp_tensors
+from morphoflow.autoencoder.train import train_autoencoder
 from morphoflow.training import TrainSettings, fit
 
 torch.set_num_threads(1)

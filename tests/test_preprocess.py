@@ -13,7 +13,7 @@ import torch
 
 from morphoflow.config import load_config
 from morphoflow.contract import ContractError, read_galaxies, write_galaxies
-from morphoflow.preprocess import (
+from morphoflow.data.preprocess import (
     PreprocessError,
     clean,
     convolve_to_target,
@@ -23,7 +23,7 @@ from morphoflow.preprocess import (
     run_preprocess,
     split_ids,
 )
-from morphoflow.simulate import simulate
+from morphoflow.data.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")

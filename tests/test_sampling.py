@@ -11,8 +11,8 @@ from test_generator import make_model_dir
 
 from morphoflow.contract import read_galaxies, write_galaxies
 from morphoflow.flow import OutOfRangeError
-from morphoflow.forward import fft_convolve
-from morphoflow.models import load_autoencoder
+from morphoflow.autoencoder.forward import fft_convolve
+from morphoflow.autoencoder import load_autoencoder
 from morphoflow.sampling import sample_galaxies
 
 torch.set_num_threads(1)

@@ -12,7 +12,7 @@ import torch
 from morphoflow.config import load_config
 from morphoflow.contract import read_galaxies
 from morphoflow.seeding import item_rng
-from morphoflow.simulate import Renderer, draw_catalog_row, run_simulate, simulate
+from morphoflow.data.simulate import Renderer, draw_catalog_row, run_simulate, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

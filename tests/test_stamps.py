@@ -7,7 +7,7 @@ from astropy.io import fits
 from scipy.stats import spearmanr
 
 from morphoflow.contract import read_galaxies
-from morphoflow.stamps import cut_stamps, read_fits_image, run_cut_stamps, write_hubble_deep_field
+from morphoflow.data.stamps import cut_stamps, read_fits_image, run_cut_stamps, write_hubble_deep_field
 
 STAMP = 32
 CFG = {

@@ -10,9 +10,9 @@ from tfrecord.reader import tfrecord_loader
 
 from morphoflow.config import load_config
 from morphoflow.contract import read_galaxies
-from morphoflow.preprocess import run_preprocess
-from morphoflow.simulate import run_simulate
-from morphoflow.tfrecord_io import read_tfrecord
+from morphoflow.data.preprocess import run_preprocess
+from morphoflow.data.simulate import run_simulate
+from morphoflow.data.tfrecord import read_tfrecord
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")

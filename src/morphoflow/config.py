@@ -1,23 +1,35 @@
 r"""Configuration: the JSON schema split into one file per section, defaults filled from it.
 
-``workflow/schemas/config.schema.yaml`` refers to one schema file per stage (``$ref``). Snakemake's
-``validate`` checks the config through those references but fills defaults only at the top level,
-so :func:`fill_defaults` inlines the references and fills every default first.
+The schemas are package data (``morphoflow/schemas/``): ``config.schema.yaml`` refers to one schema
+file per stage (``$ref``). Snakemake's ``validate`` checks the config through those references but
+fills defaults only at the top level, so :func:`fill_defaults` inlines the references and fills every
+default first. The schema is the only place that states a default: library functions take the
+validated sections and read their keys directly.
+
+Example:
+    >>> cfg = load_config()                      # every default of the schema
+    >>> cfg["autoencoder"]["latent_dim"]
+    16
+    >>> load_config(overrides={"autoencoder": {"latent_dim": 8}})["autoencoder"]["latent_dim"]
+    8
 """
 
 from __future__ import annotations
 
-__all__ = ["load_schema", "fill_defaults", "load_config", "ConfigError"]
+__all__ = ["SCHEMA_DIR", "DEFAULT_SCHEMA", "load_schema", "fill_defaults", "load_config", "merge", "ConfigError"]
 
 import copy
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: The schemas shipped with the package (config sections and the ``metrics.json`` layout).
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+DEFAULT_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -77,16 +89,29 @@ def fill_defaults(config: dict[str, Any], schema: dict[str, Any] | str | os.Path
     return config
 
 
-def load_config(*paths: str | os.PathLike, schema: str | os.PathLike = DEFAULT_SCHEMA) -> dict[str, Any]:
-    r"""Read YAML config files (later ones override earlier ones, recursively) and fill defaults."""
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    r"""``base`` updated by ``override``, recursively for nested dicts (neither is modified)."""
 
-    def merge(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
+    out = copy.deepcopy(dict(base))
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+    return out
+
+
+def load_config(
+    *paths: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    schema: str | os.PathLike = DEFAULT_SCHEMA,
+) -> dict[str, Any]:
+    r"""Read YAML config files (later ones override earlier ones, recursively), apply ``overrides``, fill defaults.
+
+    With no file and no override it returns the schema's defaults.
+
+    Raises:
+        ConfigError: naming the key path at fault.
+    """
 
     config: dict[str, Any] = {}
     for p in paths:
         config = merge(config, yaml.safe_load(Path(p).read_text()) or {})
-    return fill_defaults(config, schema)
+    return fill_defaults(merge(config, overrides or {}), schema)

@@ -106,7 +106,7 @@ class Generator:
         r"""Load from a results directory ``path`` holding ``autoencoder/model.pt`` and ``flow/model.pt``,
         or from the two files given explicitly (``autoencoder=``, ``flow=``; they override ``path``)."""
 
-        from .models import load_autoencoder
+        from .autoencoder import load_autoencoder
 
         if path is None and (autoencoder is None or flow is None):
             raise ValueError("Generator.load: pass a results directory, or both autoencoder= and flow= files")

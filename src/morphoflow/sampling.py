@@ -24,13 +24,13 @@ __all__ = [
     "decode_latents",
     "observe",
     "sample_latents",
-    "sample_galaxies",
+    "run_sample",
 ]
 
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import h5py
@@ -39,8 +39,13 @@ import torch
 from tqdm import tqdm
 
 from .atomic import atomic_path
-from .contract import GalaxySet, read_galaxies, write_galaxies
+from .autoencoder.forward import fft_convolve, psf_rfft, sample_noise
+from .autoencoder.io import check_stamps, load_autoencoder
+from .contract import ContractError, GalaxySet, read_galaxies, write_galaxies
+from .flow.io import load_flow
+from .flow.model import base_noise
 from .seeding import item_seed
+from .training import select_device
 
 log = logging.getLogger("morphoflow.sampling")
 
@@ -91,8 +96,6 @@ def sample_latents(
         raise ValueError(f"unknown sampling method '{method}' (choose from {list(METHODS)})")
     seeds = [item_seed(seed, int(i), f"sample-{method}") for i in ids]
     if method == "gaussian":
-        from .flow import base_noise
-
         return base_noise(seeds, latent_dim)
     if flow is None or context is None:
         raise ValueError("sample_latents: method 'flow' needs a flow and a context table")
@@ -121,8 +124,6 @@ def observe(
         seeds: One seed per image for its noise draw.
     """
 
-    from .forward import fft_convolve, psf_rfft, sample_noise
-
     n, c, h, w = truth.shape
     shared_hat = psf_rfft(torch.as_tensor(psf)) if len(psf) == 1 else None
     out = np.empty_like(truth, dtype=np.float32)
@@ -143,20 +144,46 @@ def observe(
     return out
 
 
-def sample_galaxies(
-    test_path: str | os.PathLike,
-    autoencoder_path: str | os.PathLike,
-    out_path: str | os.PathLike,
+def _load_decoder(autoencoder: str | os.PathLike, test: GalaxySet, test_path: str | os.PathLike, device: torch.device):
+    r"""The autoencoder and its meta, checked against the test split's stamps and pixel scale."""
+
+    decoder, meta = load_autoencoder(autoencoder, device=device)
+    check_stamps(meta, test, test_path, autoencoder)
+    scale = float(meta.get("pixel_scale_arcsec", test.pixel_scale))
+    if not np.isclose(scale, test.pixel_scale, rtol=1e-6):
+        raise ContractError(
+            f"{test_path}: pixel scale {test.pixel_scale} arcsec differs from the autoencoder's {scale} arcsec"
+        )
+    return decoder, meta
+
+
+def _write_samples(path: str | os.PathLike, gs: GalaxySet, z: np.ndarray, method: str) -> None:
+    with atomic_path(path) as tmp:
+        write_galaxies(tmp, gs)
+        with h5py.File(tmp, "a") as f:
+            ds = f.create_dataset("z", data=z.astype(np.float32))
+            ds.attrs["description"] = f"latents decoded into 'truth' ({method})"
+
+
+def run_sample(
     *,
-    method: str = "flow",
-    flow_path: str | os.PathLike | None = None,
-    seed: int = 0,
-    batch_size: int = 256,
-    device: str = "cpu",
-    on_out_of_range: str = "warn",
+    test: str | os.PathLike,
+    autoencoder: str | os.PathLike,
+    samples: str | os.PathLike,
+    method: str,
+    config: Mapping[str, Any],
+    flow: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> GalaxySet:
     r"""Rule ``sample``: generated counterparts of every test galaxy, written in the data contract.
+
+    Arguments:
+        test: The test split (contract file); its catalog gives the conditions.
+        autoencoder: The trained autoencoder (its decoder makes the images).
+        samples: Output galaxy file.
+        method: ``flow`` or ``gaussian`` (:data:`METHODS`).
+        config: ``{"sample": ..., "seed": ..., "flow": {"out_of_range": ...}}`` from the validated config.
+        flow: The trained flow file (method ``flow`` only).
 
     The output holds ``images`` (observed: PSF-convolved + noise, counts), ``truth`` (PSF-free,
     noiseless, counts), the test file's ``psf``, ``noise_sigma``, ``noise_power`` and catalog (the
@@ -164,60 +191,30 @@ def sample_galaxies(
     dataset ``z`` (N, D) of the latents that were decoded.
     """
 
-    from .models import load_autoencoder
-    from .training import select_device
-
     if method not in METHODS:
         raise ValueError(f"unknown sampling method '{method}' (choose from {list(METHODS)})")
-    dev = select_device(device)
-    test = read_galaxies(test_path)
-    decoder, meta = load_autoencoder(autoencoder_path, device=dev)
-    shape = tuple(int(s) for s in meta["image_shape"])
-    if shape != tuple(test.images.shape[1:]):
-        raise ValueError(
-            f"{test_path}: images are {tuple(test.images.shape[1:])} but the autoencoder {autoencoder_path} "
-            f"makes {shape}"
-        )
-    scale = float(meta.get("pixel_scale_arcsec", test.pixel_scale))
-    if not np.isclose(scale, test.pixel_scale, rtol=1e-6):
-        raise ValueError(
-            f"{test_path}: pixel scale {test.pixel_scale} arcsec differs from the autoencoder's {scale} arcsec"
-        )
-    latent_dim = int(meta["latent_dim"])
-    ids = test.ids
+    scfg, seed = config["sample"], int(config["seed"])
+    dev = select_device(scfg["device"])
+    gs = read_galaxies(test)
+    decoder, meta = _load_decoder(autoencoder, gs, test, dev)
+    latent_dim, ids = int(meta["latent_dim"]), gs.ids
 
-    flow, context = None, None
+    cflow, context = None, None
     if method == "flow":
-        if flow_path is None:
-            raise ValueError("sample_galaxies: method 'flow' needs flow_path")
-        from .flow import load_flow
-
-        flow = load_flow(flow_path, device=dev)
-        context = flow.context_matrix(test.catalog, on_out_of_range, name=f"{test_path} catalog")
+        if flow is None:
+            raise ValueError("run_sample: method 'flow' needs the flow model file")
+        cflow = load_flow(flow, device=dev)
+        context = cflow.context_matrix(gs.catalog, config["flow"]["out_of_range"], name=f"{test} catalog")
     log.info("sampling %d '%s' latents (D=%d)", len(ids), method, latent_dim)
-    z = sample_latents(method, ids, seed, latent_dim, flow=flow, context=context)
+    z = sample_latents(method, ids, seed, latent_dim, flow=cflow, context=context)
+    batch_size = int(scfg["batch_size"])
     truth = decode_latents(decoder, z, float(meta["norm_scale"]), batch_size=batch_size, progress=progress)
     noise_seeds = [item_seed(seed, int(i), f"sample-{method}-noise") for i in ids]
-    images = observe(truth, test.psf, test.noise_sigma, test.noise_power, noise_seeds, batch_size=batch_size)
+    images = observe(truth, gs.psf, gs.noise_sigma, gs.noise_power, noise_seeds, batch_size=batch_size)
 
-    attrs = dict(test.attrs)
-    attrs["source"] = method
-    attrs["latent_dim"] = latent_dim
-    attrs["model"] = str(meta.get("model", ""))
-    out = GalaxySet(
-        images=images,
-        psf=test.psf,
-        noise_sigma=test.noise_sigma,
-        catalog=dict(test.catalog),
-        attrs=attrs,
-        units=dict(test.units),
-        truth=truth,
-        noise_power=test.noise_power,
-    )
-    with atomic_path(out_path) as tmp:
-        write_galaxies(tmp, out)
-        with h5py.File(tmp, "a") as f:
-            ds = f.create_dataset("z", data=z.astype(np.float32))
-            ds.attrs["description"] = f"latents decoded into 'truth' ({method})"
-    log.info("wrote %s (%d galaxies)", out_path, len(out))
+    attrs = dict(gs.attrs, source=method, latent_dim=latent_dim, model=str(meta.get("model", "")))
+    out = GalaxySet(images=images, psf=gs.psf, noise_sigma=gs.noise_sigma, catalog=dict(gs.catalog), attrs=attrs,
+                    units=dict(gs.units), truth=truth, noise_power=gs.noise_power)
+    _write_samples(samples, out, z, method)
+    log.info("wrote %s (%d galaxies)", samples, len(out))
     return out

@@ -1,15 +1,13 @@
-"""Adapter for rule cosmos: COSMOS training sample tarball -> results/data/raw.h5."""
+"""Adapter of rule cosmos: COSMOS training sample tarball -> data/raw.h5."""
 
-from morphoflow.cosmos import build_cosmos_raw
+from morphoflow.data.cosmos import run_cosmos
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-build_cosmos_raw(
-    snakemake.input[0],
-    snakemake.output[0],
-    snakemake.params.cosmos,
-    sample=snakemake.params.sample,
-    known_hash=snakemake.params.known_hash,
-    seed=snakemake.params.seed,
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_cosmos(
+    tarball=snakemake.input.tarball,
+    raw=snakemake.output.raw,
+    config=snakemake.params.config,
     threads=snakemake.threads,
 )

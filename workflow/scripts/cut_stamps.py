@@ -1,14 +1,14 @@
-"""Adapter for rule cut_stamps: survey FITS image -> galaxy stamps in results/data/raw.h5."""
+"""Adapter of rule cut_stamps: survey FITS image -> galaxy stamps in data/raw.h5."""
 
+from morphoflow.data.stamps import run_cut_stamps
 from morphoflow.runtime import setup_rule
-from morphoflow.stamps import run_cut_stamps
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
 run_cut_stamps(
-    snakemake.input.image,
-    snakemake.output[0],
-    snakemake.params.stamps,
-    weight_path=snakemake.input.get("weight"),
-    psf_path=snakemake.input.get("psf"),
-    seed=snakemake.params.seed,
+    image=snakemake.input.image,
+    weight=snakemake.input.get("weight"),
+    psf=snakemake.input.get("psf"),
+    raw=snakemake.output.raw,
+    config=snakemake.params.config,
 )

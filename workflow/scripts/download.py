@@ -1,13 +1,11 @@
-"""Adapter for rule download: resumable, checksummed download of the COSMOS tarball."""
+"""Adapter of rule download: resumable, checksummed download of the COSMOS tarball.
 
-from morphoflow.download import run_download
+Only url and known_hash are the rule's params (what reruns it); retries and timeouts come from the config.
+"""
+
+from morphoflow.data.download import run_download
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-run_download(
-    snakemake.params.url,
-    snakemake.output[0],
-    known_hash=snakemake.params.known_hash,
-    retries=snakemake.config["download"]["retries"],
-    timeout=snakemake.config["download"]["timeout_s"],
-)
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_download(tarball=snakemake.output.tarball, config={"download": snakemake.config["download"]})

@@ -1,16 +1,17 @@
-"""Adapter for rule evaluate_autoencoder: model + data/test.h5 -> test_metrics.json + reconstruction/loss plots."""
+"""Adapter of rule evaluate_autoencoder: model + data/test.h5 -> test_metrics.json + reconstruction/loss plots."""
 
-from morphoflow.evaluate import evaluate_autoencoder
+from morphoflow.autoencoder.evaluate import run_evaluate_autoencoder
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-evaluate_autoencoder(
-    snakemake.input.model,
-    snakemake.input.test,
-    snakemake.input.history,
-    snakemake.output.metrics,
-    snakemake.output.reconstructions,
-    snakemake.output.loss,
-    snakemake.params.autoencoder,
-    floors_path=snakemake.input.get("floors"),
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_evaluate_autoencoder(
+    model=snakemake.input.model,
+    test=snakemake.input.test,
+    history=snakemake.input.history,
+    floors=snakemake.input.get("floors"),
+    metrics=snakemake.output.metrics,
+    reconstructions=snakemake.output.reconstructions,
+    loss=snakemake.output.loss,
+    config=snakemake.params.config,
 )

@@ -1,7 +1,8 @@
-"""Adapter for rule evaluate_flow: flow model + test latents -> results/flow/test_metrics.json."""
+"""Adapter of rule evaluate_flow: flow model + latents/test.h5 -> flow/test_metrics.json."""
 
-from morphoflow.flow import evaluate_flow_file
+from morphoflow.flow.evaluate import run_evaluate_flow
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-evaluate_flow_file(snakemake.input.model, snakemake.input.test, snakemake.output[0])
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_evaluate_flow(model=snakemake.input.model, test=snakemake.input.test, metrics=snakemake.output.metrics)

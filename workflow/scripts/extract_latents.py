@@ -1,7 +1,13 @@
-"""Adapter for rule extract_latents: model + data/{split}.h5 -> latents/{split}.h5."""
+"""Adapter of rule extract_latents: model + data/{split}.h5 -> latents/{split}.h5."""
 
-from morphoflow.latents import extract_latents
+from morphoflow.autoencoder.latents import run_extract_latents
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-extract_latents(snakemake.input.model, snakemake.input.galaxies, snakemake.output[0], snakemake.params.batch_size)
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_extract_latents(
+    model=snakemake.input.model,
+    galaxies=snakemake.input.galaxies,
+    latents=snakemake.output.latents,
+    config=snakemake.params.config,
+)

@@ -1,7 +1,8 @@
-"""Adapter for rule hdf_image: scikit-image's hubble_deep_field() -> single-band FITS."""
+"""Adapter of rule hdf_image: scikit-image's hubble_deep_field() -> single-band FITS."""
 
+from morphoflow.data.stamps import run_hdf_image
 from morphoflow.runtime import setup_rule
-from morphoflow.stamps import write_hubble_deep_field
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-write_hubble_deep_field(snakemake.output[0], pixel_scale=snakemake.params.pixel_scale_arcsec)
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_hdf_image(image=snakemake.output.image, config=snakemake.params.config)

@@ -1,17 +1,16 @@
-"""Adapter of rule preprocess: raw.h5 -> cleaned, split, normalised {train,val,test}.h5 (+ .tfrecord)."""
+"""Adapter of rule preprocess: data/raw.h5 -> cleaned, split, normalised data/{train,val,test}.h5 (+ .tfrecord)."""
 
-from morphoflow.preprocess import run_preprocess
+from morphoflow.data.preprocess import run_preprocess
 from morphoflow.runtime import setup_rule
 
 snakemake = snakemake  # noqa: F821  (injected by Snakemake)
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-splits = ("train", "val", "test")
-tfrecords = snakemake.output.tfrecords
+setup_rule(snakemake.log[0], snakemake.threads)
 run_preprocess(
-    snakemake.input.raw,
-    {s: snakemake.output[s] for s in splits},
-    dict(zip(splits, tfrecords)) if len(tfrecords) else None,
-    snakemake.output.cleaning,
-    snakemake.params.preprocess,
-    snakemake.params.seed,
+    raw=snakemake.input.raw,
+    train=snakemake.output.train,
+    val=snakemake.output.val,
+    test=snakemake.output.test,
+    cleaning=snakemake.output.cleaning,
+    tfrecords=list(snakemake.output.tfrecords),
+    config=snakemake.params.config,
 )

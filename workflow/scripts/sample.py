@@ -1,17 +1,15 @@
-"""Adapter for rule sample: test galaxies + autoencoder (+ flow) -> results/samples/{method}.h5."""
+"""Adapter of rule sample: data/test.h5 + autoencoder (+ flow) -> samples/{method}.h5."""
 
 from morphoflow.runtime import setup_rule
-from morphoflow.sampling import sample_galaxies
+from morphoflow.sampling import run_sample
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-sample_galaxies(
-    snakemake.input.test,
-    snakemake.input.autoencoder,
-    snakemake.output[0],
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_sample(
+    test=snakemake.input.test,
+    autoencoder=snakemake.input.autoencoder,
+    flow=snakemake.input.get("flow") or None,
+    samples=snakemake.output.samples,
     method=snakemake.wildcards.method,
-    flow_path=snakemake.input.get("flow") or None,
-    seed=snakemake.params.seed,
-    batch_size=snakemake.params.sample["batch_size"],
-    device=snakemake.params.sample["device"],
-    on_out_of_range=snakemake.params.out_of_range,
+    config=snakemake.params.config,
 )

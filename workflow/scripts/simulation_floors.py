@@ -1,13 +1,8 @@
-"""Adapter for rule simulation_floors: data/test.h5 + simulate config -> test_floors.json (oracle chi2 floors)."""
+"""Adapter of rule simulation_floors: data/test.h5 + simulate config -> data/test_floors.json (oracle chi2 floors)."""
 
-from morphoflow.floors import run_floors
+from morphoflow.data.floors import run_simulation_floors
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-run_floors(
-    snakemake.input.test,
-    snakemake.output[0],
-    snakemake.params.simulate,
-    int(snakemake.params.seed),
-    float(snakemake.params.fraction),
-)
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_simulation_floors(test=snakemake.input.test, floors=snakemake.output.floors, config=snakemake.params.config)

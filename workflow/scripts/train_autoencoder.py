@@ -1,15 +1,15 @@
-"""Adapter for rule train_autoencoder: data/{train,val}.h5 -> autoencoder/model.pt + history.csv."""
+"""Adapter of rule train_autoencoder: data/{train,val}.h5 -> autoencoder/model.pt + history.csv."""
 
-from morphoflow.models.train import train_autoencoder
+from morphoflow.autoencoder.train import run_train_autoencoder
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-train_autoencoder(
-    snakemake.input.train,
-    snakemake.input.val,
-    snakemake.output.model,
-    snakemake.output.history,
-    snakemake.params.workdir,
-    snakemake.params.autoencoder,
-    seed=snakemake.params.seed,
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_train_autoencoder(
+    train=snakemake.input.train,
+    val=snakemake.input.val,
+    model=snakemake.output.model,
+    history=snakemake.output.history,
+    checkpoints=snakemake.params.checkpoints,
+    config=snakemake.params.config,
 )

@@ -1,15 +1,15 @@
-"""Adapter for rule train_flow: latents (train, val) -> results/flow/model.pt + history.csv."""
+"""Adapter of rule train_flow: latents/{train,val}.h5 -> flow/model.pt + history.csv."""
 
-from morphoflow.flow import train_flow_from_files
+from morphoflow.flow.train import run_train_flow
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-train_flow_from_files(
-    snakemake.input.train,
-    snakemake.input.val,
-    snakemake.output.model,
-    snakemake.output.history,
-    dict(snakemake.params.flow),
-    seed=snakemake.params.seed,
-    workdir=snakemake.params.workdir,
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_train_flow(
+    train=snakemake.input.train,
+    val=snakemake.input.val,
+    model=snakemake.output.model,
+    history=snakemake.output.history,
+    checkpoints=snakemake.params.checkpoints,
+    config=snakemake.params.config,
 )

@@ -7,11 +7,12 @@ the training file, counts); its noise model is ``noise_sigma / norm_scale`` or
 
 from __future__ import annotations
 
-__all__ = ["resolve_likelihood", "fingerprint", "train_autoencoder"]
+__all__ = ["resolve_likelihood", "fingerprint", "run_train_autoencoder"]
 
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -58,73 +59,77 @@ def _bank(a: torch.Tensor | None, b: torch.Tensor | None, na: int, nb: int) -> t
     return torch.cat([a.expand(na, *a.shape[1:]), b.expand(nb, *b.shape[1:])])
 
 
-def train_autoencoder(
-    train_path: str | os.PathLike,
-    val_path: str | os.PathLike,
-    model_path: str | os.PathLike,
-    history_path: str | os.PathLike,
-    workdir: str | os.PathLike,
-    config: dict[str, Any],
-    seed: int,
-    *,
-    progress: bool = True,
-) -> FitResult:
-    r"""Train the autoencoder of the config's ``autoencoder`` block and write ``model_path`` + ``history_path``.
+def _read_splits(train: str | os.PathLike, val: str | os.PathLike) -> tuple[GalaxySet, GalaxySet, StampTensors, StampTensors]:
+    r"""The train and val galaxy sets and their tensors, normalised with the training file's ``norm_scale``."""
 
-    Arguments:
-        train_path, val_path: Contract galaxy files with the ``norm_scale`` attribute (counts).
-        model_path: Output model file (:func:`~morphoflow.models.save_autoencoder`).
-        history_path: Output per-epoch history (CSV).
-        workdir: Checkpoint folder (kept across failed runs; a rerun resumes).
-        config: The ``autoencoder`` config block (defaults filled).
-        seed: The global seed (``config["seed"]``).
-    """
-
-    gs_train = read_galaxies(train_path)
-    gs_val = read_galaxies(val_path)
+    gs_train, gs_val = read_galaxies(train), read_galaxies(val)
     if gs_train.images.shape[1:] != gs_val.images.shape[1:]:
         raise ValueError(
-            f"{val_path}: dataset 'images' stamps {gs_val.images.shape[1:]} differ from {train_path} "
-            f"{gs_train.images.shape[1:]}"
+            f"{val}: dataset 'images' stamps {gs_val.images.shape[1:]} differ from {train} {gs_train.images.shape[1:]}"
         )
-    st: StampTensors = stamp_tensors(gs_train, name=str(train_path))
-    sv: StampTensors = stamp_tensors(gs_val, norm_scale=st.norm_scale, name=str(val_path))
+    st = stamp_tensors(gs_train, name=str(train))
+    sv = stamp_tensors(gs_val, norm_scale=st.norm_scale, name=str(val))
     val_scale = gs_val.attrs.get("norm_scale")
     if val_scale is not None and not np.isclose(float(val_scale), st.norm_scale, rtol=1e-5):
         raise ValueError(
-            f"{val_path}: attribute 'norm_scale' = {val_scale} differs from {train_path} ({st.norm_scale}); "
+            f"{val}: attribute 'norm_scale' = {val_scale} differs from {train} ({st.norm_scale}); "
             "preprocess must normalise every split with the training split's constant"
         )
-    likelihood = resolve_likelihood(config.get("likelihood", "auto"), gs_train)
+    return gs_train, gs_val, st, sv
+
+
+def run_train_autoencoder(
+    *,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    model: str | os.PathLike,
+    history: str | os.PathLike,
+    checkpoints: str | os.PathLike,
+    config: Mapping[str, Any],
+    progress: bool = True,
+) -> FitResult:
+    r"""Rule ``train_autoencoder``: train the configured autoencoder and write the model and its history.
+
+    Arguments:
+        train, val: Contract galaxy files with the ``norm_scale`` attribute (counts).
+        model: Output model file (:func:`~morphoflow.autoencoder.io.save_autoencoder`).
+        history: Output per-epoch history (CSV).
+        checkpoints: Checkpoint folder (kept across failed runs; a rerun resumes).
+        config: ``{"autoencoder": ..., "seed": ...}`` from the validated config.
+    """
+
+    cfg, seed = config["autoencoder"], int(config["seed"])
+    gs_train, gs_val, st, sv = _read_splits(train, val)
+    likelihood = resolve_likelihood(cfg["likelihood"], gs_train)
     n_train, n_val = len(st.x), len(sv.x)
-    psf = _bank(st.psf, sv.psf, n_train, n_val)
-    power = _bank(st.power, sv.power, n_train, n_val)
     # items (x, sigma, bank index); a shared PSF / spectrum (bank of length 1) ignores the index
     train_set = TensorDataset(st.x, st.sigma, torch.arange(n_train))
     val_set = TensorDataset(sv.x, sv.sigma, torch.arange(n_val) + n_train)
+    psf = _bank(st.psf, sv.psf, n_train, n_val)
+    power = _bank(st.power, sv.power, n_train, n_val)
 
     image_shape = list(gs_train.images.shape[1:])
     torch.manual_seed(item_seed(seed, 0, "autoencoder-init"))
-    model = build_autoencoder(config, image_shape)
-    loss = AutoencoderLoss(psf, power, bool(config.get("psf_aware", True)), likelihood, float(config.get("beta", 0.1)))
-    settings = TrainSettings.from_config(config.get("train", {}), seed)
-    n_params = sum(p.numel() for p in model.parameters())
+    net = build_autoencoder(cfg, image_shape)
+    loss = AutoencoderLoss(psf, power, bool(cfg["psf_aware"]), likelihood, float(cfg["beta"]))
+    settings = TrainSettings.from_config(cfg["train"], seed)
+    n_params = sum(p.numel() for p in net.parameters())
     log.info(
         "training %s (%d parameters, latent_dim %d, likelihood %s, psf_aware %s) on %d galaxies %s, %d val",
-        config.get("model", "vae"), n_params, model.latent_dim, likelihood, loss.psf_aware, n_train, image_shape, n_val,
+        cfg["model"], n_params, net.latent_dim, likelihood, loss.psf_aware, n_train, image_shape, n_val,
     )
     run_key = {
-        "config": {k: v for k, v in config.items() if k not in ("evaluate", "extract", "threads")},
+        "config": {k: v for k, v in cfg.items() if k not in ("evaluate", "extract", "threads")},
         "seed": seed,
         "train": fingerprint(gs_train),
         "val": fingerprint(gs_val),
     }
-    result = fit(model, loss, train_set, val_set, settings, workdir, run_key=run_key,
-                 history_path=history_path, progress=progress)
+    result = fit(net, loss, train_set, val_set, settings, checkpoints, run_key=run_key,
+                 history_path=history, progress=progress)
     meta = {
-        "config": dict(config),
-        "model": config.get("model", "vae"),
-        "latent_dim": int(model.latent_dim),
+        "config": dict(cfg),
+        "model": cfg["model"],
+        "latent_dim": int(net.latent_dim),
         "psf_aware": loss.psf_aware,
         "likelihood": likelihood,
         "image_shape": image_shape,
@@ -132,11 +137,11 @@ def train_autoencoder(
         "pixel_scale_arcsec": float(gs_train.attrs["pixel_scale_arcsec"]),
         "band": str(gs_train.attrs["band"]),
         "zeropoint_ab": float(gs_train.attrs["zeropoint_ab"]),
-        "seed": int(seed),
+        "seed": seed,
         "n_parameters": int(n_params),
         "best_val_loss": float(result.best_val_loss),
         "steps": int(result.steps),
     }
-    save_autoencoder(model_path, model, meta)
-    log.info("wrote %s (best val loss %.5g after %d steps)", model_path, result.best_val_loss, result.steps)
+    save_autoencoder(model, net, meta)
+    log.info("wrote %s (best val loss %.5g after %d steps)", model, result.best_val_loss, result.steps)
     return result

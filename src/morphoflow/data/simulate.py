@@ -49,6 +49,7 @@ import logging
 import math
 import multiprocessing
 import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -57,8 +58,8 @@ import numpy as np
 from scipy.special import erf
 from tqdm import tqdm
 
-from .contract import GalaxySet, write_galaxies
-from .seeding import item_rng
+from ..contract import GalaxySet, write_galaxies
+from ..seeding import item_rng
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ class Renderer:
         r"""One galaxy's catalog row (with ``flux`` and ``knot_fraction``), knot seed and noise seed.
 
         Everything derives from ``item_rng(seed, galaxy_id, "simulate")``, so any galaxy of a data set can
-        be redrawn alone (see :mod:`morphoflow.floors`).
+        be redrawn alone (see :mod:`morphoflow.data.floors`).
         """
 
         cfg = self.cfg
@@ -300,14 +301,14 @@ def _render_chunk(args: tuple[np.ndarray, int]) -> tuple[dict[str, np.ndarray], 
     return _WORKER["renderer"].render_many(ids, seed)
 
 
-def simulate(config: dict[str, Any], n_threads: int = 1) -> GalaxySet:
+def simulate(config: Mapping[str, Any], n_threads: int = 1) -> GalaxySet:
     r"""Simulate the galaxy set described by ``config["simulate"]`` with seed ``config["seed"]``.
 
     The result does not depend on ``n_threads``: every galaxy draws its parameters, knots and noise
     from ``item_seed(seed, id, "simulate")``.
 
     Arguments:
-        config: The full run config (defaults filled).
+        config: ``{"simulate": ..., "seed": ...}`` from the validated config.
         n_threads: Worker processes.
 
     Returns:
@@ -358,9 +359,15 @@ def simulate(config: dict[str, Any], n_threads: int = 1) -> GalaxySet:
     )
 
 
-def run_simulate(config: dict[str, Any], output_path: str | os.PathLike, threads: int = 1) -> None:
-    r"""Simulate and write the galaxy file ``output_path`` (contract layout, atomic write)."""
+def run_simulate(*, raw: str | os.PathLike, config: Mapping[str, Any], threads: int = 1) -> None:
+    r"""Rule ``simulate``: simulate the data set and write the galaxy file ``raw`` (contract layout, atomic write).
+
+    Arguments:
+        raw: Output galaxy file (``results/data/raw.h5``).
+        config: ``{"simulate": ..., "seed": ...}`` from the validated config.
+        threads: Worker processes (the result does not depend on it).
+    """
 
     gs = simulate(config, threads)
-    write_galaxies(output_path, gs)
-    log.info("wrote %d galaxies to %s", len(gs), output_path)
+    write_galaxies(raw, gs)
+    log.info("wrote %d galaxies to %s", len(gs), raw)

@@ -20,15 +20,17 @@ __all__ = ["DownloadError", "fetch", "verify", "run_download"]
 
 import logging
 import os
+from collections.abc import Mapping
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pooch
 import requests
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +185,20 @@ def fetch(
     return path
 
 
-def run_download(url: str, path: str | os.PathLike, *, known_hash: str | None = None,
-                 retries: int = 5, timeout: float = 60.0) -> Path:
-    r"""Workflow entry point: :func:`fetch`; a :class:`DownloadError` is logged as one line and exits with status 1."""
+def run_download(*, tarball: str | os.PathLike, config: Mapping[str, Any]) -> Path:
+    r"""Rule ``download``: :func:`fetch` the COSMOS tarball; a :class:`DownloadError` is logged as one line and exits 1.
 
+    Arguments:
+        tarball: Output file.
+        config: ``{"download": ...}`` from the validated config (``url`` with ``{sample}``, ``sample``,
+            ``known_hash``, ``retries``, ``timeout_s``).
+    """
+
+    cfg = config["download"]
+    url = cfg["url"].format(sample=cfg["sample"])
     try:
-        return fetch(url, path, known_hash=known_hash, retries=retries, timeout=timeout)
+        return fetch(url, tarball, known_hash=cfg["known_hash"], retries=int(cfg["retries"]),
+                     timeout=float(cfg["timeout_s"]))
     except DownloadError as err:
         log.error("download failed: %s", err)
         raise SystemExit(1) from None

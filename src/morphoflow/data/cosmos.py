@@ -30,11 +30,12 @@ __all__ = [
     "draw_galaxy",
     "read_cosmos",
     "extract_sample",
-    "build_cosmos_raw",
+    "run_cosmos",
 ]
 
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .archive import safe_extract
-from .contract import GalaxySet, write_galaxies
+from ..contract import GalaxySet, write_galaxies
 from .download import verify
-from .seeding import item_seed
+from ..seeding import item_seed
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def extract_sample(tarball: str | os.PathLike, dest: str | os.PathLike | None = 
     r"""Unpack ``tarball`` safely into ``dest`` (default: ``<tarball without .tar.gz>_unpacked/``).
 
     A previous extraction of the same file (name and size recorded in ``dest/.source``) is reused.
-    Before extracting, the tarball is checked with :func:`morphoflow.download.verify` (against
+    Before extracting, the tarball is checked with :func:`morphoflow.data.download.verify` (against
     ``known_hash``, or the recorded ``<tarball>.sha256``, which is written if missing).
     """
 
@@ -255,29 +256,23 @@ def extract_sample(tarball: str | os.PathLike, dest: str | os.PathLike | None = 
     return dest
 
 
-def build_cosmos_raw(
-    tarball: str | os.PathLike,
-    output: str | os.PathLike,
-    cosmos: dict[str, Any],
-    *,
-    sample: str = "25.2",
-    known_hash: str | None = None,
-    seed: int = 42,
-    threads: int = 1,
+def run_cosmos(
+    *, tarball: str | os.PathLike, raw: str | os.PathLike, config: Mapping[str, Any], threads: int = 1
 ) -> None:
-    r"""Workflow entry point: unpack the downloaded tarball and write ``output`` (contract file).
+    r"""Rule ``cosmos``: unpack the downloaded tarball and write the galaxy file ``raw`` (contract layout).
 
     Arguments:
         tarball: The downloaded ``COSMOS_<sample>_training_sample.tar.gz``.
-        output: The galaxy file to write (``results/data/raw.h5``).
-        cosmos: The config section ``cosmos`` (keys of ``workflow/schemas/cosmos.schema.yaml``).
-        known_hash: The tarball's expected checksum (config ``download.known_hash``).
+        raw: The galaxy file to write (``results/data/raw.h5``).
+        config: ``{"cosmos": ..., "download": {"sample", "known_hash"}, "seed": ...}`` from the validated config.
+        threads: Worker threads of the reader.
     """
 
-    folder = extract_sample(tarball, cosmos.get("extract_dir"), known_hash=known_hash)
+    cosmos, dl = config["cosmos"], config["download"]
+    folder = extract_sample(tarball, cosmos["extract_dir"], known_hash=dl["known_hash"])
     gs = read_cosmos(
         folder,
-        sample=sample,
+        sample=dl["sample"],
         stamp_size=int(cosmos["stamp_size"]),
         pixel_scale=float(cosmos["pixel_scale_arcsec"]),
         exclusion_level=str(cosmos["exclusion_level"]),
@@ -285,10 +280,10 @@ def build_cosmos_raw(
         max_hlr=float(cosmos["max_hlr_arcsec"]),
         min_flux=float(cosmos["min_flux"]),
         max_flux=float(cosmos["max_flux"]),
-        max_galaxies=cosmos.get("max_galaxies"),
-        noise_pad_arcsec=cosmos.get("noise_pad_arcsec"),
-        seed=seed,
+        max_galaxies=cosmos["max_galaxies"],
+        noise_pad_arcsec=cosmos["noise_pad_arcsec"],
+        seed=int(config["seed"]),
         threads=threads,
     )
-    write_galaxies(output, gs)
-    log.info("wrote %d COSMOS galaxies to %s", len(gs), output)
+    write_galaxies(raw, gs)
+    log.info("wrote %d COSMOS galaxies to %s", len(gs), raw)

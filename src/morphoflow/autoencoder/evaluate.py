@@ -17,11 +17,13 @@ Figures (``results/autoencoder/test_metrics.json``):
 from __future__ import annotations
 
 __all__ = ["footprint_masks", "truth_footprints", "reconstruct_set", "test_metrics", "plot_reconstructions", "plot_loss",
-           "evaluate_autoencoder"]
+           "run_evaluate_autoencoder"]
 
 import json
 import logging
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +33,11 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from .atomic import atomic_path
-from .contract import ContractError, GalaxySet, read_galaxies
+from ..atomic import atomic_path
+from ..contract import ContractError, GalaxySet, read_galaxies
 from .forward import fft_convolve
-from .models import load_autoencoder
-from .models.objective import AutoencoderLoss, stamp_tensors
+from .io import check_stamps, load_autoencoder
+from .objective import AutoencoderLoss, stamp_tensors
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +127,7 @@ def reconstruct_set(
     return res
 
 
-def test_metrics(
-    rec: dict[str, np.ndarray], gs: GalaxySet, norm_scale: float, fraction: float = 0.1, nsigma: float = 2.0
-) -> dict[str, float]:
+def test_metrics(rec: dict[str, np.ndarray], gs: GalaxySet, fraction: float, nsigma: float) -> dict[str, float]:
     r"""The figures of the module docstring from :func:`reconstruct_set`'s output."""
 
     x, m, sigma = rec["x"], rec["model"], rec["sigma"]
@@ -206,55 +206,61 @@ def plot_loss(history: pd.DataFrame, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def evaluate_autoencoder(
-    model_path: str | os.PathLike,
-    test_path: str | os.PathLike,
-    history_path: str | os.PathLike,
-    metrics_path: str | os.PathLike,
-    reconstructions_png: str | os.PathLike,
-    loss_png: str | os.PathLike,
-    config: dict[str, Any],
+def _read_floors(path: str | os.PathLike) -> dict[str, float]:
+    r"""The oracle χ² floors of :mod:`morphoflow.data.floors` as ``floor_{exact,smooth}_chi2_per_pixel``."""
+
+    try:
+        floors = json.loads(Path(path).read_text())
+        return {f"floor_{k}_chi2_per_pixel": float(floors[k]["chi2_per_pixel"]) for k in ("exact", "smooth")}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: cannot read the chi2 floors ({type(err).__name__}: {err})") from err
+
+
+def _read_history(path: str | os.PathLike) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"{path}: cannot read the training history ({err})") from err
+
+
+def run_evaluate_autoencoder(
+    *,
+    model: str | os.PathLike,
+    test: str | os.PathLike,
+    history: str | os.PathLike,
+    metrics: str | os.PathLike,
+    reconstructions: str | os.PathLike,
+    loss: str | os.PathLike,
+    config: Mapping[str, Any],
+    floors: str | os.PathLike | None = None,
     device: str = "cpu",
-    floors_path: str | os.PathLike | None = None,
 ) -> dict[str, float]:
-    r"""Compute the stage-1 test figures, write them as JSON, and draw the two plots.
+    r"""Rule ``evaluate_autoencoder``: the stage-1 test figures as JSON, and the reconstruction and loss plots.
 
     Arguments:
-        config: The ``autoencoder`` block; uses ``evaluate.footprint_fraction``, ``evaluate.segmentation_nsigma``,
-            ``evaluate.n_plot``.
-        floors_path: Optional :mod:`morphoflow.floors` JSON of the same test split; adds
+        model: The trained autoencoder file.
+        test: The test split (contract file).
+        history: The training history (CSV).
+        metrics: Output JSON of the figures (module docstring).
+        reconstructions, loss: Output plots (PNG).
+        config: ``{"autoencoder": {"evaluate": ...}}`` from the validated config.
+        floors: Optional :mod:`morphoflow.data.floors` JSON of the same test split; adds
             ``floor_exact_chi2_per_pixel`` and ``floor_smooth_chi2_per_pixel`` (footprint χ² of the oracles).
     """
 
-    ev = config.get("evaluate", {})
-    model, meta = load_autoencoder(model_path, device=device)
-    gs = read_galaxies(test_path)
-    if list(gs.images.shape[1:]) != list(meta["image_shape"]):
-        raise ContractError(
-            f"{test_path}: dataset 'images' stamps {list(gs.images.shape[1:])} do not match the model's "
-            f"{meta['image_shape']} ({model_path})"
-        )
-    rec = reconstruct_set(model, meta, gs, device=device)
-    metrics = test_metrics(
-        rec, gs, float(meta["norm_scale"]), float(ev.get("footprint_fraction", 0.1)),
-        float(ev.get("segmentation_nsigma", 2.0)),
-    )
-    metrics.update({"model": meta["model"], "latent_dim": int(meta["latent_dim"]), "psf_aware": bool(meta["psf_aware"]),
+    ev = config["autoencoder"]["evaluate"]
+    net, meta = load_autoencoder(model, device=device)
+    gs = read_galaxies(test)
+    check_stamps(meta, gs, test, model)
+    rec = reconstruct_set(net, meta, gs, device=device)
+    figures = test_metrics(rec, gs, float(ev["footprint_fraction"]), float(ev["segmentation_nsigma"]))
+    figures.update({"model": meta["model"], "latent_dim": int(meta["latent_dim"]), "psf_aware": bool(meta["psf_aware"]),
                     "likelihood": meta.get("likelihood", "pixel")})
-    if floors_path is not None:
-        try:
-            with open(floors_path) as f:
-                floors = json.load(f)
-            metrics.update({f"floor_{k}_chi2_per_pixel": float(floors[k]["chi2_per_pixel"]) for k in ("exact", "smooth")})
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{floors_path}: cannot read the chi2 floors ({type(err).__name__}: {err})") from err
-    with atomic_path(metrics_path) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_reconstructions(rec, reconstructions_png, int(ev.get("n_plot", 8)))
-    try:
-        history = pd.read_csv(history_path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"{history_path}: cannot read the training history ({err})") from err
-    plot_loss(history, loss_png)
-    log.info("test metrics: %s", metrics)
-    return metrics
+    if floors is not None:
+        figures.update(_read_floors(floors))
+    with atomic_path(metrics) as tmp:
+        tmp.write_text(json.dumps(figures, indent=2) + "\n")
+    plot_reconstructions(rec, reconstructions, int(ev["n_plot"]))
+    plot_loss(_read_history(history), loss)
+    log.info("test metrics: %s", figures)
+    return figures

@@ -1,7 +1,7 @@
 r"""Reference χ² floors of a simulated test split: what an exact model and a clump-free model would score.
 
 For the embedded GalSim data set every galaxy can be redrawn from its id and the run's seed
-(:meth:`morphoflow.simulate.Renderer.parameters`), so the stage-1 figure ``test_chi2_per_pixel`` can be
+(:meth:`morphoflow.data.simulate.Renderer.parameters`), so the stage-1 figure ``test_chi2_per_pixel`` can be
 read against two oracles scored with the same footprints and the same pixel noise σ:
 
 * ``exact``: the noiseless observed image itself (galaxy ⊛ PSF ⊛ pixel, GalSim). Scores 1.0 up to noise:
@@ -15,30 +15,31 @@ A 16-number latent cannot hold the smooth parameters and the positions of ``n_kn
 autoencoder should be compared with.
 
 Figures (``results/data/test_floors.json``): for each oracle, ``chi2_per_pixel`` (pooled over the
-footprints, as in :mod:`morphoflow.evaluate`) and ``chi2_per_pixel_stamp`` (whole stamps).
+footprints, as in :mod:`morphoflow.autoencoder.evaluate`) and ``chi2_per_pixel_stamp`` (whole stamps).
 """
 
 from __future__ import annotations
 
-__all__ = ["simulation_floors", "run_floors"]
+__all__ = ["simulation_floors", "run_simulation_floors"]
 
 import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
-from .contract import ContractError, GalaxySet, read_galaxies
-from .evaluate import truth_footprints
+from ..atomic import atomic_path
+from ..contract import ContractError, GalaxySet, read_galaxies
+from ..autoencoder.evaluate import truth_footprints
 from .simulate import Renderer
 
 log = logging.getLogger(__name__)
 
 
 def simulation_floors(
-    gs: GalaxySet, simulate_config: dict[str, Any], seed: int, fraction: float = 0.1, name: str = "<memory>"
+    gs: GalaxySet, simulate_config: Mapping[str, Any], seed: int, fraction: float, name: str = "<memory>"
 ) -> dict[str, Any]:
     r"""χ² per pixel of the exact and the clump-free oracle models of a simulated galaxy set.
 
@@ -85,15 +86,21 @@ def simulation_floors(
     return out
 
 
-def run_floors(
-    test_path: str | os.PathLike, output_path: str | os.PathLike, simulate_config: dict[str, Any], seed: int,
-    fraction: float = 0.1,
+def run_simulation_floors(
+    *, test: str | os.PathLike, floors: str | os.PathLike, config: Mapping[str, Any]
 ) -> dict[str, Any]:
-    r"""Compute :func:`simulation_floors` of ``test_path`` and write them as JSON (atomic)."""
+    r"""Rule ``simulation_floors``: :func:`simulation_floors` of the test split, written as JSON (atomic).
 
-    floors = simulation_floors(read_galaxies(test_path), simulate_config, seed, fraction, name=str(test_path))
-    with atomic_path(output_path) as tmp:
-        tmp.write_text(json.dumps(floors, indent=2) + "\n")
-    log.info("chi2 floors of %s: exact %.3f, smooth %.3f (footprint)", test_path,
-             floors["exact"]["chi2_per_pixel"], floors["smooth"]["chi2_per_pixel"])
-    return floors
+    Arguments:
+        test: The simulated test split (``results/data/test.h5``).
+        floors: Output JSON (``results/data/test_floors.json``).
+        config: ``{"simulate": ..., "seed": ..., "autoencoder": {"evaluate": {"footprint_fraction": ...}}}``.
+    """
+
+    fraction = float(config["autoencoder"]["evaluate"]["footprint_fraction"])
+    out = simulation_floors(read_galaxies(test), config["simulate"], int(config["seed"]), fraction, name=str(test))
+    with atomic_path(floors) as tmp:
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+    log.info("chi2 floors of %s: exact %.3f, smooth %.3f (footprint)", test,
+             out["exact"]["chi2_per_pixel"], out["smooth"]["chi2_per_pixel"])
+    return out

@@ -34,11 +34,13 @@ __all__ = [
     "gaussian_or_moffat_psf",
     "sky_noise_power",
     "cut_stamps",
+    "run_hdf_image",
     "run_cut_stamps",
 ]
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +49,9 @@ import numpy as np
 import sep
 from astropy.io import fits
 
-from .atomic import atomic_path
-from .contract import GalaxySet, write_galaxies
-from .seeding import item_rng
+from ..atomic import atomic_path
+from ..contract import GalaxySet, write_galaxies
+from ..seeding import item_rng
 
 log = logging.getLogger(__name__)
 
@@ -351,28 +353,40 @@ def cut_stamps(
     )
 
 
-def run_cut_stamps(
-    image_path: str | os.PathLike,
-    output: str | os.PathLike,
-    stamps: dict[str, Any],
-    *,
-    weight_path: str | os.PathLike | None = None,
-    psf_path: str | os.PathLike | None = None,
-    seed: int = 42,
-) -> None:
-    r"""Workflow entry point: read the FITS image (and optional weight map / PSF), cut stamps, write ``output``.
+def run_hdf_image(*, image: str | os.PathLike, config: Mapping[str, Any]) -> Path:
+    r"""Rule ``hdf_image``: scikit-image's Hubble Deep Field as a single-band FITS image (:func:`write_hubble_deep_field`).
 
     Arguments:
-        stamps: The config section ``stamps`` (keys of ``workflow/schemas/stamps.schema.yaml``).
+        image: Output FITS file.
+        config: ``{"stamps": {"pixel_scale_arcsec": ...}}`` from the validated config.
     """
 
-    image = read_fits_image(image_path, "image")
-    weight = read_fits_image(weight_path, "weight") if weight_path else None
-    psf = read_fits_image(psf_path, "PSF") if psf_path else None
+    return write_hubble_deep_field(image, pixel_scale=float(config["stamps"]["pixel_scale_arcsec"]))
+
+
+def run_cut_stamps(
+    *,
+    image: str | os.PathLike,
+    raw: str | os.PathLike,
+    config: Mapping[str, Any],
+    weight: str | os.PathLike | None = None,
+    psf: str | os.PathLike | None = None,
+) -> None:
+    r"""Rule ``cut_stamps``: read the FITS image (and optional weight map / PSF), cut stamps, write ``raw``.
+
+    Arguments:
+        image: The survey image (FITS).
+        raw: The galaxy file to write (``results/data/raw.h5``).
+        config: ``{"stamps": ..., "seed": ...}`` from the validated config.
+        weight: Optional inverse-variance weight map (FITS), same grid as ``image``.
+        psf: Optional PSF image (FITS).
+    """
+
+    stamps = config["stamps"]
     gs = cut_stamps(
-        image,
-        weight=weight,
-        psf=psf,
+        read_fits_image(image, "image"),
+        weight=read_fits_image(weight, "weight") if weight else None,
+        psf=read_fits_image(psf, "PSF") if psf else None,
         pixel_scale=float(stamps["pixel_scale_arcsec"]),
         zeropoint_ab=float(stamps["zeropoint_ab"]),
         band=str(stamps["band"]),
@@ -384,15 +398,15 @@ def run_cut_stamps(
         background_box_pixel=int(stamps["background_box_pixel"]),
         min_flux_radius_pixel=float(stamps["min_flux_radius_pixel"]),
         max_peak_fraction=float(stamps["max_peak_fraction"]),
-        saturation=stamps.get("saturation"),
+        saturation=stamps["saturation"],
         max_neighbour_fraction=float(stamps["max_neighbour_fraction"]),
         psf_model=str(stamps["psf_model"]),
-        psf_fwhm_arcsec=stamps.get("psf_fwhm_arcsec"),
+        psf_fwhm_arcsec=stamps["psf_fwhm_arcsec"],
         psf_moffat_beta=float(stamps["psf_moffat_beta"]),
-        max_stamps=stamps.get("max_stamps"),
+        max_stamps=stamps["max_stamps"],
         noise_power=bool(stamps["noise_power"]),
         noise_patches=int(stamps["noise_patches"]),
-        seed=seed,
+        seed=int(config["seed"]),
     )
-    write_galaxies(output, gs)
-    log.info("wrote %d stamps from %s to %s", len(gs), image_path, output)
+    write_galaxies(raw, gs)
+    log.info("wrote %d stamps from %s to %s", len(gs), image, raw)

@@ -45,6 +45,7 @@ __all__ = [
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import galsim
@@ -52,9 +53,10 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import atomic_path
-from .contract import GalaxySet, read_galaxies, write_galaxies
-from .seeding import hash_unit
+from ..atomic import atomic_path
+from ..contract import GalaxySet, read_galaxies, write_galaxies
+from ..seeding import hash_unit
+from .tfrecord import write_tfrecord
 
 log = logging.getLogger(__name__)
 
@@ -270,58 +272,66 @@ def split_ids(ids: np.ndarray, fractions: dict[str, float]) -> dict[str, np.ndar
     return {s: (u >= edges[j]) & (u < edges[j + 1]) for j, s in enumerate(SPLIT_NAMES)}
 
 
+def _check_splits(masks: dict[str, np.ndarray], n: int, split_cfg: Mapping[str, float], name: str) -> None:
+    for s in SPLIT_NAMES:
+        if not masks[s].any():
+            raise PreprocessError(
+                f"{name}: split '{s}' is empty ({n} galaxies after cleaning; "
+                f"config key 'preprocess.split.{s}' = {split_cfg[s]})"
+            )
+
+
+def _write_splits(
+    gs: GalaxySet, masks: dict[str, np.ndarray], outputs: dict[str, str | os.PathLike],
+    tfrecords: Sequence[str | os.PathLike], norm_scale: float, seed: int,
+) -> None:
+    for i, s in enumerate(SPLIT_NAMES):
+        part = gs.subset(np.flatnonzero(masks[s]))
+        part.attrs.update(norm_scale=norm_scale, norm_method="scale", split=s, seed=int(seed))
+        write_galaxies(outputs[s], part)
+        if tfrecords:
+            write_tfrecord(tfrecords[i], part)
+
+
 def run_preprocess(
-    raw_path: str | os.PathLike,
-    out_paths: dict[str, str | os.PathLike],
-    tfrecord_paths: dict[str, str | os.PathLike] | None,
-    cleaning_path: str | os.PathLike,
-    config: dict[str, Any],
-    seed: int,
+    *,
+    raw: str | os.PathLike,
+    train: str | os.PathLike,
+    val: str | os.PathLike,
+    test: str | os.PathLike,
+    cleaning: str | os.PathLike,
+    config: Mapping[str, Any],
+    tfrecords: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
-    r"""Clean, re-convolve (optional), split and normalise ``raw_path``; write the split files.
+    r"""Rule ``preprocess``: clean, re-convolve (optional), split and normalise ``raw``; write the split files.
 
     Arguments:
-        raw_path: The raw contract file.
-        out_paths: ``{"train": h5, "val": h5, "test": h5}``.
-        tfrecord_paths: Same keys, TFRecord outputs, or ``None`` to skip the export.
-        cleaning_path: JSON report (removals per rule, ``n_in``, ``n_out``, split sizes, ``norm_scale``).
-        config: The ``preprocess`` config section.
-        seed: The run seed, recorded in the outputs (the split hashes ids with a fixed salt, so a galaxy
-            keeps its split across seeds).
+        raw: The raw contract file.
+        train, val, test: Output split files.
+        cleaning: Output JSON report (removals per rule, ``n_in``, ``n_out``, split sizes, ``norm_scale``).
+        config: ``{"preprocess": ..., "seed": ...}`` from the validated config. The seed is recorded in the
+            outputs (the split hashes ids with a fixed salt, so a galaxy keeps its split across seeds).
+        tfrecords: TFRecord outputs in train, val, test order, or empty to skip the export.
 
     Returns:
         The cleaning report.
     """
 
-    name = str(raw_path)
-    gs = load_raw(raw_path)
+    cfg, name = config["preprocess"], str(raw)
+    gs = load_raw(raw)
     n_in = len(gs)
-    keep, removed = clean(gs, config["cleaning"], name)
+    keep, removed = clean(gs, cfg["cleaning"], name)
     gs = gs.subset(np.flatnonzero(keep))
     log.info("cleaning kept %d of %d galaxies: %s", len(gs), n_in, removed)
+    if cfg["target_psf"] is not None:
+        gs = convolve_to_target(gs, cfg["target_psf"])
 
-    if config["target_psf"] is not None:
-        gs = convolve_to_target(gs, config["target_psf"])
-
-    masks = split_ids(gs.ids, config["split"])
-    for s in SPLIT_NAMES:
-        if not masks[s].any():
-            raise PreprocessError(
-                f"{name}: split '{s}' is empty ({len(gs)} galaxies after cleaning; "
-                f"config key 'preprocess.split.{s}' = {config['split'][s]})"
-            )
+    masks = split_ids(gs.ids, cfg["split"])
+    _check_splits(masks, len(gs), cfg["split"], name)
     norm_scale = float(np.median(gs.noise_sigma[masks["train"]]))
     if not (np.isfinite(norm_scale) and norm_scale > 0):
         raise PreprocessError(f"{name}: median noise_sigma of the train split is {norm_scale}; cannot normalise")
-
-    for s in SPLIT_NAMES:
-        part = gs.subset(np.flatnonzero(masks[s]))
-        part.attrs.update(norm_scale=norm_scale, norm_method="scale", split=s, seed=int(seed))
-        write_galaxies(out_paths[s], part)
-        if tfrecord_paths is not None:
-            from .tfrecord_io import write_tfrecord
-
-            write_tfrecord(tfrecord_paths[s], part)
+    _write_splits(gs, masks, {"train": train, "val": val, "test": test}, tfrecords, norm_scale, int(config["seed"]))
 
     report = {
         "n_in": n_in,
@@ -330,9 +340,9 @@ def run_preprocess(
         "split": {s: int(masks[s].sum()) for s in SPLIT_NAMES},
         "norm_scale": norm_scale,
         "norm_method": "scale",
-        "cleaning": config["cleaning"],
-        "target_psf": config["target_psf"],
+        "cleaning": cfg["cleaning"],
+        "target_psf": cfg["target_psf"],
     }
-    with atomic_path(cleaning_path) as tmp:
+    with atomic_path(cleaning) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     return report

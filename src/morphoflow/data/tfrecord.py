@@ -19,8 +19,8 @@ import numpy as np
 from tfrecord import TFRecordWriter
 from tfrecord.reader import tfrecord_loader
 
-from .atomic import atomic_path
-from .contract import GalaxySet
+from ..atomic import atomic_path
+from ..contract import GalaxySet
 
 
 def write_tfrecord(path: str | os.PathLike, gs: GalaxySet) -> None:

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from ..contract import GalaxySet
-from ..forward import chi2_fourier, chi2_pixel, fft_convolve, psf_rfft
-from .vae import VAE
+from .forward import chi2_fourier, chi2_pixel, fft_convolve, psf_rfft
+from .models import VAE
 
 
 @dataclasses.dataclass

@@ -62,7 +62,7 @@ def train_gpus():
     return 1 if config["cluster"]["gpu_training"] else 0
 
 
-# Inputs of rule `metrics` (rules/metrics.smk): the test split, the samples, and every stage's summary.
+# Inputs of the metrics job, see rules/metrics.smk. The test split, the samples, and every stage's summary.
 def _metrics_inputs(wildcards):
     return {
         "test": f"{RESULTS}/data/test.h5",

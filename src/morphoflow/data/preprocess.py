@@ -164,10 +164,12 @@ def clean(gs: GalaxySet, cfg: dict[str, Any], name: str = "<memory>") -> tuple[n
     return keep, removed
 
 
-def _target_profile(spec: dict[str, Any]) -> galsim.GSObject:
-    profile = spec.get("profile", "moffat")
+def _target_profile(spec: Mapping[str, Any]) -> galsim.GSObject:
+    r"""The target PSF profile of the validated ``preprocess.target_psf`` section (FWHM in arcsec)."""
+
+    profile = spec["profile"]
     if profile == "moffat":
-        return galsim.Moffat(beta=float(spec.get("beta", 3.5)), fwhm=float(spec["fwhm_arcsec"]))
+        return galsim.Moffat(beta=float(spec["beta"]), fwhm=float(spec["fwhm_arcsec"]))
     if profile == "gaussian":
         return galsim.Gaussian(fwhm=float(spec["fwhm_arcsec"]))
     raise PreprocessError(f"config key 'preprocess.target_psf.profile': unknown profile '{profile}'")
@@ -183,12 +185,13 @@ def _half_power_variance(p: np.ndarray, width: int) -> np.ndarray:
     return (p * w).sum(axis=(-2, -1)) / (p.shape[-2] * width)
 
 
-def convolve_to_target(gs: GalaxySet, target: dict[str, Any]) -> GalaxySet:
+def convolve_to_target(gs: GalaxySet, target: Mapping[str, Any]) -> GalaxySet:
     r"""Re-convolve every stamp from its PSF to the ``target`` PSF (see the module docstring).
 
     Arguments:
         gs: Galaxies in counts.
-        target: ``{profile: moffat|gaussian, fwhm_arcsec, beta}`` (FWHM in arcsec).
+        target: The validated ``preprocess.target_psf`` section, ``{profile: moffat|gaussian, fwhm_arcsec, beta}``
+            (FWHM in arcsec).
 
     Returns:
         A new set with images, ``psf``, ``noise_power`` and ``noise_sigma`` replaced.

@@ -44,10 +44,10 @@ import galsim
 import numpy as np
 from tqdm.auto import tqdm
 
-from .archive import safe_extract
 from ..contract import GalaxySet, write_galaxies
-from .download import verify
 from ..seeding import item_seed
+from .archive import safe_extract
+from .download import verify
 
 log = logging.getLogger(__name__)
 

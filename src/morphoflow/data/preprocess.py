@@ -15,8 +15,8 @@ Steps, in order (all keys in the ``preprocess`` config section):
 2. **Target PSF** (``target_psf``, optional, :func:`convolve_to_target`). Each stamp becomes a
    ``galsim.InterpolatedImage`` and is convolved with the kernel ``Deconvolve(old psf) ⊛ target`` and drawn
    without a further pixel (the pixel response already in the image stays), so the stored ``psf`` becomes
-   the target drawn with ``method='no_pixel'``. The noise model follows the same linear map: the kernel's transfer function
-   :math:`K` on the stamp grid is measured by applying the operation to a unit impulse, and
+   the target drawn with ``method='no_pixel'``. The noise model follows the same linear map: the kernel's
+   transfer function :math:`K` on the stamp grid is measured by applying the operation to a unit impulse, and
    ``noise_power`` becomes :math:`P |K|^2` (white noise σ² when the file had none), ``noise_sigma`` its
    root mean (approximation: stationary noise, periodic on the stamp). ``truth`` (PSF-free) is unchanged.
    The target must be broader than the old PSF at every frequency it keeps.

@@ -108,9 +108,11 @@ def read_fits_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     raise ValueError(f"{path}: no 2-D image HDU in the {what} FITS file")
 
 
-def gaussian_or_moffat_psf(size: int, pixel_scale: float, fwhm_arcsec: float, model: str = "moffat",
-                           beta: float = 3.5) -> np.ndarray:
-    r"""A (size, size) pixel-convolved PSF image (unit sum, centre at (size // 2, size // 2))."""
+def gaussian_or_moffat_psf(size: int, pixel_scale: float, fwhm_arcsec: float, model: str, beta: float) -> np.ndarray:
+    r"""A (size, size) pixel-convolved PSF image (unit sum, centre at (size // 2, size // 2)).
+
+    ``model`` is ``moffat`` (index ``beta``) or ``gaussian``; ``pixel_scale`` and ``fwhm_arcsec`` in arcsec.
+    """
 
     if model == "moffat":
         prof = galsim.Moffat(beta=beta, fwhm=fwhm_arcsec)
@@ -145,7 +147,7 @@ def sky_noise_power(
     occupied: np.ndarray,
     stamp_size: int,
     rng: np.random.Generator,
-    n_patches: int = 256,
+    n_patches: int,
 ) -> tuple[np.ndarray, int]:
     r"""Mean noise power spectrum :math:`E|\mathrm{rfft2}(n)|^2 / (HW)` (counts²) of source-free windows.
 

@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _cosmos_fixture import make_cosmos_sample  # noqa: E402
 
+from morphoflow.config import load_config  # noqa: E402
 from morphoflow.data.cosmos import read_cosmos  # noqa: E402
-from morphoflow.data.stamps import HDF_PIXEL_SCALE, cut_stamps, rgb_to_band  # noqa: E402
+from morphoflow.data.stamps import cut_stamps, rgb_to_band  # noqa: E402
 
 
 def main() -> None:
@@ -37,9 +38,11 @@ def main() -> None:
         make_cosmos_sample(tmp, n=args.galaxies)
         out["fixture_build_s"] = round(time.perf_counter() - t, 3)
         reference = None
+        config = load_config(overrides={"cosmos": {"stamp_size": args.stamp, "exclusion_level": "none"}})
         for threads in args.threads:
             t = time.perf_counter()
-            gs = read_cosmos(tmp, stamp_size=args.stamp, threads=threads, progress=False, exclusion_level="none")
+            gs = read_cosmos(tmp, config["cosmos"], sample=config["download"]["sample"], seed=config["seed"],
+                             threads=threads, progress=False)
             dt = time.perf_counter() - t
             out[f"cosmos_galaxies_per_s_threads{threads}"] = round(len(gs) / dt, 2)
             out[f"cosmos_wall_s_threads{threads}"] = round(dt, 3)
@@ -50,8 +53,10 @@ def main() -> None:
     from skimage import data
 
     image = rgb_to_band(data.hubble_deep_field())[::-1]
+    # the schema's stamps section is the HDF's (0.138 arcsec/pixel, zero point 36, 32-pixel stamps)
+    config = load_config(overrides={"stamps": {"stamp_size": 32, "saturation": 760}})
     t = time.perf_counter()
-    gs = cut_stamps(image, pixel_scale=HDF_PIXEL_SCALE, zeropoint_ab=36.0, stamp_size=32, saturation=760)
+    gs = cut_stamps(image, config["stamps"], seed=config["seed"])
     dt = time.perf_counter() - t
     out["hdf_stamps"] = len(gs)
     out["hdf_detections"] = gs.attrs["n_detections"]

@@ -21,8 +21,8 @@ import galsim
 import numpy as np
 
 from morphoflow.config import load_config
-from morphoflow.seeding import item_rng
 from morphoflow.data.simulate import Renderer, draw_catalog_row
+from morphoflow.seeding import item_rng
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,27 +2,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _cosmos_fixture import BAD_FIT, BAD_STAMP, FileServer, make_cosmos_tarball
 from astropy.io import fits
 
-from _cosmos_fixture import BAD_FIT, BAD_STAMP, FileServer, make_cosmos_tarball
+from morphoflow.config import load_config
 from morphoflow.contract import read_galaxies
-from morphoflow.data.cosmos import build_cosmos_raw, extract_sample, read_cosmos
+from morphoflow.data.cosmos import extract_sample, read_cosmos, run_cosmos
 from morphoflow.data.download import DownloadError, fetch
+from morphoflow.data.preprocess import run_preprocess
 
 N = 10
 STAMP = 64
-COSMOS_CFG = {
-    "stamp_size": STAMP,
-    "pixel_scale_arcsec": 0.03,
-    "exclusion_level": "marginal",
-    "min_hlr_arcsec": 0.0,
-    "max_hlr_arcsec": 0.0,
-    "min_flux": 0.0,
-    "max_flux": 0.0,
-    "max_galaxies": None,
-    "noise_pad_arcsec": None,
-    "extract_dir": None,
-}
+
+
+def cosmos_section(**overrides) -> dict:
+    r"""The validated ``cosmos`` config section with ``overrides`` (the schema fills the rest)."""
+    return load_config(overrides={"cosmos": overrides})["cosmos"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,10 @@ def raw(tarball, tmp_path_factory):
     assert any(r is not None for _, r in srv.requests)  # resumed with Range
     assert local.read_bytes() == tarball.read_bytes()
     out = work / "raw.h5"
-    build_cosmos_raw(local, out, COSMOS_CFG, sample="25.2", seed=7, threads=2)
+    config = load_config(overrides={"seed": 7, "cosmos": {"stamp_size": STAMP}, "download": {"sample": "25.2"}})
+    rule_config = {"cosmos": config["cosmos"], "seed": config["seed"],
+                   "download": {k: config["download"][k] for k in ("sample", "known_hash")}}
+    run_cosmos(tarball=local, raw=out, config=rule_config, threads=2)
     return work, out
 
 
@@ -94,34 +92,34 @@ def test_pixels_psf_and_noise_model(raw):
 
 def test_threads_do_not_change_results(raw):
     folder = raw[0] / "COSMOS_25.2_training_sample_unpacked"
-    one = read_cosmos(folder, stamp_size=96, seed=7, threads=1, progress=False, exclusion_level="none")
-    two = read_cosmos(folder, stamp_size=96, seed=7, threads=2, progress=False, exclusion_level="none")
+    cosmos = cosmos_section(stamp_size=96, exclusion_level="none")
+    one = read_cosmos(folder, cosmos, sample="25.2", seed=7, threads=1, progress=False)
+    two = read_cosmos(folder, cosmos, sample="25.2", seed=7, threads=2, progress=False)
     assert len(one) == N  # no exclusion
     np.testing.assert_array_equal(one.images, two.images)
     np.testing.assert_array_equal(one.catalog["id"], two.catalog["id"])
-    other = read_cosmos(folder, stamp_size=96, seed=8, threads=1, progress=False, exclusion_level="none")
+    other = read_cosmos(folder, cosmos, sample="25.2", seed=8, threads=1, progress=False)
     assert not np.array_equal(one.images, other.images)  # the noise padding follows the seed
 
 
 def test_size_cut_and_reuse_of_extraction(raw):
     work = raw[0]
     folder = extract_sample(work / "COSMOS_25.2_training_sample.tar.gz")  # reused, not re-extracted
-    hlr = read_cosmos(folder, stamp_size=16, threads=1, progress=False).catalog["hlr_arcsec"]
-    cut = read_cosmos(folder, stamp_size=16, threads=1, progress=False, max_hlr=0.3)
-    assert 0 < len(cut) < len(hlr)
+    every = read_cosmos(folder, cosmos_section(stamp_size=16), sample="25.2", seed=42, progress=False)
+    cut = read_cosmos(folder, cosmos_section(stamp_size=16, max_hlr_arcsec=0.3), sample="25.2", seed=42, progress=False)
+    assert 0 < len(cut) < len(every.catalog["hlr_arcsec"])
     with pytest.raises(FileNotFoundError, match="real_galaxy_catalog_23.5.fits"):
-        read_cosmos(folder, sample="23.5", progress=False)
+        read_cosmos(folder, cosmos_section(), sample="23.5", seed=42, progress=False)
 
 
 def test_preprocess_accepts_cosmos_file(raw, tmp_path):
-    pre = pytest.importorskip("morphoflow.preprocess")
-    from morphoflow.config import fill_defaults
-
-    cfg = fill_defaults({})["preprocess"]
-    cfg["split"] = {"train": 0.34, "val": 0.33, "test": 0.33}  # 8 galaxies: 4 / 2 / 2
-    cfg["cleaning"]["flux_quantiles"] = [0.0, 1.0]
+    config = load_config(overrides={"seed": 7, "preprocess": {
+        "split": {"train": 0.34, "val": 0.33, "test": 0.33},  # 8 galaxies: 4 / 2 / 2
+        "cleaning": {"flux_quantiles": [0.0, 1.0]},
+    }})
     outs = {s: tmp_path / f"{s}.h5" for s in ("train", "val", "test")}
-    report = pre.run_preprocess(raw[1], outs, None, tmp_path / "cleaning.json", cfg, seed=7)
+    report = run_preprocess(raw=raw[1], **outs, cleaning=tmp_path / "cleaning.json",
+                            config={"preprocess": config["preprocess"], "seed": config["seed"]})
     assert report["n_in"] == N - 2 and report["n_out"] == N - 2  # no COSMOS stamp is cut by the edge rule
     parts = [read_galaxies(outs[s]) for s in ("train", "val", "test")]
     assert sum(len(p) for p in parts) == N - 2

@@ -4,8 +4,9 @@ import hashlib
 import socket
 
 import pytest
-
 from _cosmos_fixture import FileServer
+
+from morphoflow.config import load_config
 from morphoflow.data.download import DownloadError, fetch, run_download, verify
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
@@ -69,8 +70,10 @@ def test_unreachable_host_fails_with_one_line(tmp_path, caplog):
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    config = load_config(overrides={"download": {"url": f"http://127.0.0.1:{port}/COSMOS.tar.gz", "retries": 3,
+                                                 "timeout_s": 2}})
     with pytest.raises(SystemExit) as exc:
-        run_download(f"http://127.0.0.1:{port}/COSMOS.tar.gz", tmp_path / "c.tar.gz", retries=3, timeout=2)
+        run_download(tarball=tmp_path / "c.tar.gz", config={"download": config["download"]})
     assert exc.value.code == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "\n" not in errors[0]

@@ -26,15 +26,14 @@ from morphoflow.data.preprocess import (
 from morphoflow.data.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = (ROOT / "config/config.yaml", ROOT / "config/test.yaml")
 SPLITS = ("train", "val", "test")
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def config() -> dict:
-    config = load_config(ROOT / "config/config.yaml", ROOT / "config/test.yaml")
-    config["simulate"]["n_galaxies"] = 40
-    return config
+    return load_config(*CONFIGS, overrides={"simulate": {"n_galaxies": 40}})
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +41,18 @@ def galaxies(config):
     return simulate(config, n_threads=1)
 
 
-def outputs(tmp_path: Path, tfrecord: bool = False):
-    h5 = {s: tmp_path / f"{s}.h5" for s in SPLITS}
-    tf = {s: tmp_path / f"{s}.tfrecord" for s in SPLITS} if tfrecord else None
-    return h5, tf, tmp_path / "cleaning.json"
+def rule_config(seed: int, **preprocess) -> dict:
+    r"""The ``config`` of rule preprocess (``pick("preprocess", "seed")``) with ``preprocess`` overrides."""
+    config = load_config(*CONFIGS, overrides={"seed": seed, "preprocess": preprocess})
+    return {"preprocess": config["preprocess"], "seed": config["seed"]}
+
+
+def outputs(tmp_path: Path) -> tuple[dict[str, Path], Path]:
+    return {s: tmp_path / f"{s}.h5" for s in SPLITS}, tmp_path / "cleaning.json"
+
+
+def preprocess(raw: Path, h5: dict[str, Path], cleaning: Path, config: dict) -> dict:
+    return run_preprocess(raw=raw, **h5, cleaning=cleaning, config=config)
 
 
 def write_raw(path: Path, gs) -> Path:
@@ -53,7 +60,7 @@ def write_raw(path: Path, gs) -> Path:
     return path
 
 
-def test_cleaning_counts_on_crafted_inputs(tmp_path, config, galaxies):
+def test_cleaning_counts_on_crafted_inputs(tmp_path, galaxies):
     gs = galaxies.subset(np.arange(len(galaxies)))
     gs.images = gs.images.copy()
     gs.truth = gs.truth.copy()
@@ -64,10 +71,9 @@ def test_cleaning_counts_on_crafted_inputs(tmp_path, config, galaxies):
     gs.catalog["mag"][2] = 40.0  # catalog value out of range
     raw = write_raw(tmp_path / "raw.h5", gs)
 
-    cfg = json.loads(json.dumps(config["preprocess"]))
-    cfg["cleaning"].update(flux_quantiles=[0.0, 1.0], catalog_ranges={"mag": [15.0, 30.0]})
-    h5, tf, report_path = outputs(tmp_path)
-    report = run_preprocess(raw, h5, tf, report_path, cfg, seed=1)
+    cfg = rule_config(1, cleaning={"flux_quantiles": [0.0, 1.0], "catalog_ranges": {"mag": [15.0, 30.0]}})
+    h5, report_path = outputs(tmp_path)
+    report = preprocess(raw, h5, report_path, cfg)
 
     assert report == json.loads(report_path.read_text())
     assert report["removed"]["nonfinite"] == 1
@@ -79,11 +85,11 @@ def test_cleaning_counts_on_crafted_inputs(tmp_path, config, galaxies):
     assert len(kept) == report["n_out"]
     assert not {0, 1, 2} & set(kept.tolist())
     # The edge rule agrees with a direct measurement on the truth stamps.
-    keep, removed = clean(load_raw(raw), cfg["cleaning"])
+    keep, removed = clean(load_raw(raw), cfg["preprocess"]["cleaning"])
     assert removed == report["removed"] and keep.sum() == report["n_out"]
 
 
-def test_split_is_deterministic_and_disjoint(tmp_path, config, galaxies):
+def test_split_is_deterministic_and_disjoint(tmp_path, galaxies):
     ids = np.arange(1000)
     fractions = {"train": 0.8, "val": 0.1, "test": 0.1}
     a, b = split_ids(ids, fractions), split_ids(ids, fractions)
@@ -99,8 +105,8 @@ def test_split_is_deterministic_and_disjoint(tmp_path, config, galaxies):
         split_ids(ids, {"train": 0.8, "val": 0.3, "test": 0.1})
 
     raw = write_raw(tmp_path / "raw.h5", galaxies)
-    h5, tf, rep = outputs(tmp_path)
-    run_preprocess(raw, h5, tf, rep, config["preprocess"], seed=0)
+    h5, rep = outputs(tmp_path)
+    preprocess(raw, h5, rep, rule_config(0))
     parts = {s: read_galaxies(h5[s]) for s in SPLITS}
     sets = [set(parts[s].ids.tolist()) for s in SPLITS]
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
@@ -116,30 +122,27 @@ def test_split_is_deterministic_and_disjoint(tmp_path, config, galaxies):
     np.testing.assert_array_equal(parts["test"].images[0], galaxies.images[gal])
 
 
-def test_everything_removed_names_the_rule(tmp_path, config, galaxies):
+def test_everything_removed_names_the_rule(tmp_path, galaxies):
     raw = write_raw(tmp_path / "raw.h5", galaxies)
-    cfg = json.loads(json.dumps(config["preprocess"]))
-    cfg["cleaning"]["catalog_ranges"] = {"mag": [100.0, 101.0]}
-    h5, tf, rep = outputs(tmp_path)
+    h5, rep = outputs(tmp_path)
     with pytest.raises(PreprocessError, match="catalog_range:mag"):
-        run_preprocess(raw, h5, tf, rep, cfg, seed=0)
+        preprocess(raw, h5, rep, rule_config(0, cleaning={"catalog_ranges": {"mag": [100.0, 101.0]}}))
     assert not any(p.exists() for p in h5.values()) and not rep.exists()
-    cfg["cleaning"]["catalog_ranges"] = {"no_such_column": [0.0, 1.0]}
     with pytest.raises(PreprocessError, match="catalog_ranges.no_such_column"):
-        run_preprocess(raw, h5, tf, rep, cfg, seed=0)
+        preprocess(raw, h5, rep, rule_config(0, cleaning={"catalog_ranges": {"no_such_column": [0.0, 1.0]}}))
 
 
-def test_bad_raw_file_names_file_and_dataset(tmp_path, config, galaxies):
+def test_bad_raw_file_names_file_and_dataset(tmp_path, galaxies):
     raw = write_raw(tmp_path / "raw.h5", galaxies.subset(np.arange(5)))
     with h5py.File(raw, "a") as f:
         del f["noise_sigma"]
-    h5, tf, rep = outputs(tmp_path)
+    h5, rep = outputs(tmp_path)
     with pytest.raises(ContractError, match=r"raw\.h5.*'noise_sigma'"):
-        run_preprocess(raw, h5, tf, rep, config["preprocess"], seed=0)
+        preprocess(raw, h5, rep, rule_config(0))
     with h5py.File(raw, "a") as f:
         f["noise_sigma"] = np.ones(3, np.float32)  # wrong shape
     with pytest.raises(ContractError, match=r"raw\.h5.*'noise_sigma' must be \(5,\)"):
-        run_preprocess(raw, h5, tf, rep, config["preprocess"], seed=0)
+        preprocess(raw, h5, rep, rule_config(0))
 
 
 def second_moment(stack: np.ndarray) -> float:
@@ -150,7 +153,8 @@ def second_moment(stack: np.ndarray) -> float:
 
 def test_target_psf_becomes_the_stored_psf_and_broadens_images(galaxies):
     gs = galaxies.subset(np.arange(12))
-    target = {"profile": "moffat", "fwhm_arcsec": 0.25, "beta": 3.5}
+    # profile and beta are the schema's defaults (moffat, 3.5)
+    target = load_config(overrides={"preprocess": {"target_psf": {"fwhm_arcsec": 0.25}}})["preprocess"]["target_psf"]
     out = convolve_to_target(gs, target)
     h = gs.images.shape[-1]
     expected = galsim.Moffat(beta=3.5, fwhm=0.25).drawImage(

@@ -11,17 +11,18 @@ import torch
 
 from morphoflow.config import load_config
 from morphoflow.contract import read_galaxies
-from morphoflow.seeding import item_rng
 from morphoflow.data.simulate import Renderer, draw_catalog_row, run_simulate, simulate
+from morphoflow.seeding import item_rng
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
 def small_config(n: int = 16, **simulate) -> dict:
-    config = load_config(ROOT / "config/config.yaml", ROOT / "config/test.yaml")
-    config["simulate"].update(n_galaxies=n, chunk_size=4, **simulate)
-    return config
+    return load_config(
+        ROOT / "config/config.yaml", ROOT / "config/test.yaml",
+        overrides={"simulate": {"n_galaxies": n, "chunk_size": 4, **simulate}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_noise_power_matches_galsim_cosmos_noise(renderer):
 def test_run_simulate_writes_contract_file(tmp_path):
     config = small_config(6)
     path = tmp_path / "raw.h5"
-    run_simulate(config, path, threads=1)
+    run_simulate(raw=path, config=config, threads=1)
     gs = read_galaxies(path)
     n = config["simulate"]["stamp_size"]
     assert gs.images.shape == (6, 1, n, n) and gs.truth.shape == gs.images.shape
@@ -128,11 +129,10 @@ def test_run_simulate_writes_contract_file(tmp_path):
 
 def test_knot_setting_keeps_total_flux():
     # the knots take their light from the disk; with n_knots = 0 the disk keeps all of it
-    config = small_config(n=1)
     rows = []
     for n_knots in (6, 0):
-        cfg = dict(config["simulate"], knots=dict(config["simulate"]["knots"], n_knots=n_knots))
-        r = Renderer(cfg)
+        config = small_config(n=1, knots={"n_knots": n_knots})
+        r = Renderer(config["simulate"])
         row, knot_seed, _ = r.parameters(0, config["seed"])
         row.update(hlr_arcsec=0.05, knot_fraction=0.3)
         rows.append(r.draw(row, knot_seed)[1].sum())

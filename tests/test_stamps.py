@@ -6,17 +6,24 @@ import pytest
 from astropy.io import fits
 from scipy.stats import spearmanr
 
+from morphoflow.config import load_config
 from morphoflow.contract import read_galaxies
-from morphoflow.data.stamps import cut_stamps, read_fits_image, run_cut_stamps, write_hubble_deep_field
+from morphoflow.data.stamps import (
+    cut_stamps,
+    read_fits_image,
+    run_cut_stamps,
+    write_hubble_deep_field,
+)
 
 STAMP = 32
-CFG = {
-    "pixel_scale_arcsec": 0.138, "zeropoint_ab": 36.0, "band": "HDF-RGB-sum", "stamp_size": STAMP,
-    "detect_sigma": 3.0, "min_area_pixel": 10, "deblend_nthresh": 32, "deblend_cont": 0.005,
-    "background_box_pixel": 64, "min_flux_radius_pixel": 1.5, "max_peak_fraction": 0.25, "saturation": 760,
-    "max_neighbour_fraction": 0.2, "psf_model": "moffat", "psf_fwhm_arcsec": None, "psf_moffat_beta": 3.5,
-    "max_stamps": None, "noise_power": True, "noise_patches": 256,
-}
+# The HDF settings: the schema's defaults (0.138 arcsec/pixel, zero point 36, 32-pixel stamps) and a saturation cut.
+HDF_CONFIG = load_config(overrides={"seed": 3, "stamps": {"stamp_size": STAMP, "saturation": 760}})
+RULE_CONFIG = {"stamps": HDF_CONFIG["stamps"], "seed": HDF_CONFIG["seed"]}  # pick("stamps", "seed")
+
+
+def section(**overrides) -> dict:
+    r"""The validated ``stamps`` config section with ``overrides`` (the schema fills the rest)."""
+    return load_config(overrides={"stamps": overrides})["stamps"]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +31,7 @@ def hdf(tmp_path_factory):
     work = tmp_path_factory.mktemp("hdf")
     image = write_hubble_deep_field(work / "hdf.fits")
     out = work / "raw.h5"
-    run_cut_stamps(image, out, CFG, seed=3)
+    run_cut_stamps(image=image, raw=out, config=RULE_CONFIG)
     return image, out
 
 
@@ -63,7 +70,7 @@ def test_hdf_stamps(hdf):
 
 def test_hdf_stamps_are_reproducible(hdf, tmp_path):
     image, out = hdf
-    run_cut_stamps(image, tmp_path / "again.h5", CFG, seed=3)
+    run_cut_stamps(image=image, raw=tmp_path / "again.h5", config=RULE_CONFIG)
     a, b = read_galaxies(out), read_galaxies(tmp_path / "again.h5")
     np.testing.assert_array_equal(a.images, b.images)
 
@@ -85,8 +92,9 @@ def synthetic_field(seed=5):
 
 def test_synthetic_field_galaxies_found_star_rejected():
     image, galaxies, psf = synthetic_field()
-    gs = cut_stamps(image, pixel_scale=0.2, zeropoint_ab=30.0, stamp_size=24, min_flux_radius_pixel=2.0,
-                    max_peak_fraction=0.2, psf_fwhm_arcsec=0.6, background_box_pixel=50)
+    stamps = section(pixel_scale_arcsec=0.2, zeropoint_ab=30.0, stamp_size=24, min_flux_radius_pixel=2.0,
+                     max_peak_fraction=0.2, psf_fwhm_arcsec=0.6, background_box_pixel=50)
+    gs = cut_stamps(image, stamps, seed=42)
     found = np.stack([gs.catalog["x_pixel"], gs.catalog["y_pixel"]], axis=1)
     for x, y, _ in galaxies:
         assert np.min(np.hypot(*(found - [x, y]).T)) < 1.0
@@ -111,8 +119,9 @@ def test_neighbours_replaced_by_noise_and_weight_map():
     neighbour.drawImage(extra, center=galsim.PositionD(64 + 1, 50 + 1))
     extra = extra.array
     weight = np.full(image.shape, 1 / 25.0)
-    gs = cut_stamps(image + extra, weight=weight, pixel_scale=0.2, zeropoint_ab=30.0, stamp_size=32,
-                    min_flux_radius_pixel=2.0, psf_fwhm_arcsec=0.6, max_neighbour_fraction=0.3)
+    common = dict(pixel_scale_arcsec=0.2, zeropoint_ab=30.0, stamp_size=32, min_flux_radius_pixel=2.0,
+                  psf_fwhm_arcsec=0.6)
+    gs = cut_stamps(image + extra, section(**common, max_neighbour_fraction=0.3), seed=42, weight=weight)
     np.testing.assert_allclose(gs.noise_sigma, 5.0)  # from the weight map
     found = np.stack([gs.catalog["x_pixel"], gs.catalog["y_pixel"]], axis=1)
     i = int(np.argmin(np.hypot(*(found - [50, 50]).T)))
@@ -120,8 +129,7 @@ def test_neighbours_replaced_by_noise_and_weight_map():
     stamp = gs.images[i, 0]
     # The neighbour's core (at stamp x = 16 + 14) holds only noise now, the galaxy's core is intact.
     assert abs(stamp[16, 29:32].mean()) < 4 * 5.0 and stamp[16, 16] > 100
-    strict = cut_stamps(image + extra, weight=weight, pixel_scale=0.2, zeropoint_ab=30.0, stamp_size=32,
-                        min_flux_radius_pixel=2.0, psf_fwhm_arcsec=0.6, max_neighbour_fraction=0.0)
+    strict = cut_stamps(image + extra, section(**common, max_neighbour_fraction=0.0), seed=42, weight=weight)
     assert len(strict) < len(gs)
 
 
@@ -131,9 +139,11 @@ def test_bad_input_is_named(tmp_path):
     fits.PrimaryHDU(np.zeros(5)).writeto(tmp_path / "flat.fits")
     with pytest.raises(ValueError, match="flat.fits: no 2-D image"):
         read_fits_image(tmp_path / "flat.fits")
+    # a section that bypassed the schema (which allows moffat and gaussian only)
+    stamps = dict(section(pixel_scale_arcsec=0.2, zeropoint_ab=30.0, stamp_size=24, psf_fwhm_arcsec=0.6),
+                  psf_model="airy")
     with pytest.raises(ValueError, match="stamps.psf_model"):
-        cut_stamps(synthetic_field()[0], pixel_scale=0.2, zeropoint_ab=30.0, stamp_size=24, psf_model="airy",
-                   psf_fwhm_arcsec=0.6)
+        cut_stamps(synthetic_field()[0], stamps, seed=42)
 
 
 @pytest.mark.slow

@@ -20,13 +20,14 @@ torch.set_num_threads(1)
 
 
 def test_tfrecord_round_trip_matches_hdf5(tmp_path):
-    config = load_config(ROOT / "config/config.yaml", ROOT / "config/test.yaml")
-    config["simulate"]["n_galaxies"] = 30
+    overrides = {"simulate": {"n_galaxies": 30}}
+    config = load_config(ROOT / "config/config.yaml", ROOT / "config/test.yaml", overrides=overrides)
     raw = tmp_path / "raw.h5"
-    run_simulate(config, raw, threads=1)
+    run_simulate(raw=raw, config={"simulate": config["simulate"], "seed": config["seed"]}, threads=1)
     h5 = {s: tmp_path / f"{s}.h5" for s in SPLITS}
     tf = {s: tmp_path / f"{s}.tfrecord" for s in SPLITS}
-    run_preprocess(raw, h5, tf, tmp_path / "cleaning.json", config["preprocess"], seed=0)
+    run_preprocess(raw=raw, **h5, cleaning=tmp_path / "cleaning.json", tfrecords=[tf[s] for s in SPLITS],
+                   config={"preprocess": config["preprocess"], "seed": 0})
 
     for s in SPLITS:
         gs = read_galaxies(h5[s])

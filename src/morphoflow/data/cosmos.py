@@ -44,10 +44,10 @@ import galsim
 import numpy as np
 from tqdm.auto import tqdm
 
-from .archive import safe_extract
 from ..contract import GalaxySet, write_galaxies
-from .download import verify
 from ..seeding import item_seed
+from .archive import safe_extract
+from .download import verify
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ COSMOS_PIXEL_SCALE = 0.03  #: arcsec / pixel of the COSMOS ACS coadds (and of fl
 COSMOS_ZEROPOINT = 25.94  #: AB magnitude of 1 count/s in ACS F814W (GalSim's COSMOSCatalog)
 
 
-def find_catalog(folder: str | os.PathLike, sample: str = "25.2") -> Path:
+def find_catalog(folder: str | os.PathLike, sample: str) -> Path:
     r"""Return the ``real_galaxy_catalog_<sample>.fits`` under ``folder`` (searched recursively)."""
 
     name = f"real_galaxy_catalog_{sample}.fits"
@@ -65,24 +65,15 @@ def find_catalog(folder: str | os.PathLike, sample: str = "25.2") -> Path:
     return hits[0]
 
 
-def open_catalog(
-    folder: str | os.PathLike,
-    sample: str = "25.2",
-    *,
-    exclusion_level: str = "marginal",
-    min_hlr: float = 0.0,
-    max_hlr: float = 0.0,
-    min_flux: float = 0.0,
-    max_flux: float = 0.0,
-) -> galsim.COSMOSCatalog:
+def open_catalog(folder: str | os.PathLike, sample: str, cosmos: Mapping[str, Any]) -> galsim.COSMOSCatalog:
     r"""Open the sample with :class:`galsim.COSMOSCatalog` and its exclusion cuts.
 
     Arguments:
         folder: Folder holding (possibly in a subfolder) the unpacked training sample.
-        sample: ``"25.2"`` or ``"23.5"`` (F814W limiting magnitude).
-        exclusion_level: ``none``, ``bad_stamp``, ``bad_fits`` or ``marginal`` (GalSim's levels).
-        min_hlr, max_hlr: Cuts on the Sérsic-fit half-light radius in arcsec (0: no cut).
-        min_flux, max_flux: Cuts on the Sérsic-fit flux in counts/s (0: no cut).
+        sample: ``"25.2"`` or ``"23.5"`` (F814W limiting magnitude, config ``download.sample``).
+        cosmos: The validated ``cosmos`` config section; its cuts: ``exclusion_level`` (``none``, ``bad_stamp``,
+            ``bad_fits`` or ``marginal``, GalSim's levels), ``min_hlr_arcsec`` / ``max_hlr_arcsec`` (Sérsic-fit
+            half-light radius in arcsec) and ``min_flux`` / ``max_flux`` (Sérsic-fit flux in counts/s); 0: no cut.
     """
 
     cat_file = find_catalog(folder, sample)
@@ -90,11 +81,11 @@ def open_catalog(
         return galsim.COSMOSCatalog(
             file_name=cat_file.name,
             dir=str(cat_file.parent),
-            exclusion_level=exclusion_level,
-            min_hlr=min_hlr,
-            max_hlr=max_hlr,
-            min_flux=min_flux,
-            max_flux=max_flux,
+            exclusion_level=str(cosmos["exclusion_level"]),
+            min_hlr=float(cosmos["min_hlr_arcsec"]),
+            max_hlr=float(cosmos["max_hlr_arcsec"]),
+            min_flux=float(cosmos["min_flux"]),
+            max_flux=float(cosmos["max_flux"]),
         )
     except (OSError, KeyError, galsim.GalSimError) as err:
         raise ValueError(f"{cat_file}: not a readable COSMOS training sample ({err})") from err
@@ -114,25 +105,20 @@ def noise_power(noise: galsim.BaseCorrelatedNoise, shape: tuple[int, int], pixel
     return np.maximum(ps, 1e-6 * ps.max())
 
 
-def draw_galaxy(
-    cat: galsim.COSMOSCatalog,
-    index: int,
-    *,
-    stamp_size: int = 128,
-    pixel_scale: float = COSMOS_PIXEL_SCALE,
-    noise_pad_arcsec: float | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
+def draw_galaxy(cat: galsim.COSMOSCatalog, index: int, cosmos: Mapping[str, Any], *, seed: int) -> dict[str, Any]:
     r"""Draw galaxy ``index`` (after cuts) of ``cat``: image, PSF (unit sum), noise power and variance.
 
     Arguments:
-        stamp_size: Stamp side in pixels.
-        pixel_scale: Stamp pixel scale in arcsec.
-        noise_pad_arcsec: Size of the correlated-noise padding around the original stamp in arcsec
-            (default: the stamp diagonal, so the padding covers the whole stamp).
-        seed: Global seed; the padding noise uses ``item_seed(seed, IDENT, "cosmos-pad")``.
+        cat: The opened sample (:func:`open_catalog`).
+        index: The galaxy's index after the cuts.
+        cosmos: The validated ``cosmos`` config section: ``stamp_size`` (pixels), ``pixel_scale_arcsec``
+            and ``noise_pad_arcsec``, the size of the correlated-noise padding around the original stamp in
+            arcsec (``None``: the stamp diagonal, so the padding covers the whole stamp).
+        seed: The run's seed; the padding noise uses ``item_seed(seed, IDENT, "cosmos-pad")``.
     """
 
+    stamp_size, pixel_scale = int(cosmos["stamp_size"]), float(cosmos["pixel_scale_arcsec"])
+    noise_pad_arcsec = cosmos["noise_pad_arcsec"]
     orig = int(cat.getOrigIndex(index))
     ident = int(cat.real_cat.ident[orig])
     pad = noise_pad_arcsec if noise_pad_arcsec is not None else stamp_size * pixel_scale * np.sqrt(2.0)
@@ -154,57 +140,35 @@ def draw_galaxy(
     }
 
 
-def read_cosmos(
-    folder: str | os.PathLike,
-    *,
-    sample: str = "25.2",
-    stamp_size: int = 128,
-    pixel_scale: float = COSMOS_PIXEL_SCALE,
-    exclusion_level: str = "marginal",
-    min_hlr: float = 0.0,
-    max_hlr: float = 0.0,
-    min_flux: float = 0.0,
-    max_flux: float = 0.0,
-    max_galaxies: int | None = None,
-    noise_pad_arcsec: float | None = None,
-    seed: int = 42,
-    threads: int = 1,
-    progress: bool = True,
-) -> GalaxySet:
-    r"""Read the COSMOS training sample under ``folder`` into a :class:`GalaxySet` (see module doc).
+def _catalog_columns(cat: galsim.COSMOSCatalog) -> dict[str, np.ndarray]:
+    r"""Catalog columns of the galaxies after the cuts (module docstring: ``mag``, ``hlr_arcsec``, ...)."""
 
-    Galaxies without a finite ``mag_auto``, ``flux_radius`` > 0 and ``zphot`` ≥ 0 are dropped (logged).
-    ``max_galaxies`` keeps the first that many galaxies after the cuts (``None``: all).
-    """
-
-    cat = open_catalog(folder, sample, exclusion_level=exclusion_level, min_hlr=min_hlr,
-                       max_hlr=max_hlr, min_flux=min_flux, max_flux=max_flux)
     p = cat.param_cat[cat.orig_index]
     sersic = np.asarray(p["sersicfit"], dtype=np.float64)
-    columns = {
+    return {
         "mag": np.asarray(p["mag_auto"], np.float64),
         "hlr_arcsec": np.asarray(p["flux_radius"], np.float64) * COSMOS_PIXEL_SCALE,
         "redshift": np.asarray(p["zphot"], np.float64),
         "sersic_n": sersic[:, 2],
         "q": sersic[:, 3],
     }
-    ok = np.isfinite(columns["mag"]) & (columns["hlr_arcsec"] > 0) & (columns["redshift"] >= 0)
-    ok &= np.isfinite(columns["sersic_n"]) & np.isfinite(columns["q"])
-    keep = np.flatnonzero(ok)
-    if max_galaxies is not None:
-        keep = keep[:max_galaxies]
-    log.info("%s: %d galaxies in the catalog, %d after exclusion level '%s' and size/flux cuts, "
-             "%d with valid mag/size/redshift; drawing %d", folder, cat.getNTot(), cat.nobjects,
-             exclusion_level, int(ok.sum()), len(keep))
-    if len(keep) == 0:
-        raise ValueError(f"{folder}: no COSMOS galaxy is left after the cuts (config section 'cosmos')")
+
+
+def _draw_all(
+    cat: galsim.COSMOSCatalog, keep: np.ndarray, cosmos: Mapping[str, Any], seed: int, threads: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r""":func:`draw_galaxy` of the galaxies ``keep`` in ``threads`` threads.
+
+    Returns:
+        ``(images, psfs, powers, ids, variances)``: (n, 1, s, s), (n, 1, s, s), (n, 1, s, s // 2 + 1) float32,
+        IDENT (n,) int64 and noise variance (n,) float64.
+    """
 
     def one(i: int) -> dict[str, Any]:
-        return draw_galaxy(cat, int(i), stamp_size=stamp_size, pixel_scale=pixel_scale,
-                           noise_pad_arcsec=noise_pad_arcsec, seed=seed)
+        return draw_galaxy(cat, int(i), cosmos, seed=seed)
 
     # Filled in place (not stacked from lists) to hold the pixels once: ~160 kB per 128² galaxy.
-    n, s = len(keep), stamp_size
+    n, s = len(keep), int(cosmos["stamp_size"])
     images = np.empty((n, 1, s, s), np.float32)
     psfs = np.empty((n, 1, s, s), np.float32)
     powers = np.empty((n, 1, s, s // 2 + 1), np.float32)
@@ -214,7 +178,46 @@ def read_cosmos(
         for j, d in enumerate(tqdm(drawn, total=n, desc="COSMOS stamps", disable=not progress)):
             images[j, 0], psfs[j, 0], powers[j, 0] = d["image"], d["psf"], d["noise_power"]
             ids[j], variances[j] = d["id"], d["variance"]
+    return images, psfs, powers, ids, variances
 
+
+def read_cosmos(
+    folder: str | os.PathLike,
+    cosmos: Mapping[str, Any],
+    *,
+    sample: str,
+    seed: int,
+    threads: int = 1,
+    progress: bool = True,
+) -> GalaxySet:
+    r"""Read the COSMOS training sample under ``folder`` into a :class:`GalaxySet` (see module doc).
+
+    Galaxies without a finite ``mag_auto``, ``flux_radius`` > 0 and ``zphot`` ≥ 0 are dropped (logged).
+
+    Arguments:
+        folder: Folder holding (possibly in a subfolder) the unpacked training sample.
+        cosmos: The validated ``cosmos`` config section (cuts, ``max_galaxies``: keep the first that many
+            galaxies after the cuts, ``None``: all; stamp size, pixel scale, noise padding).
+        sample: ``"25.2"`` or ``"23.5"`` (config ``download.sample``).
+        seed: The run's seed (noise padding of each galaxy).
+        threads: Drawing threads (the output does not depend on it).
+        progress: Show a progress bar.
+    """
+
+    cat = open_catalog(folder, sample, cosmos)
+    columns = _catalog_columns(cat)
+    ok = np.isfinite(columns["mag"]) & (columns["hlr_arcsec"] > 0) & (columns["redshift"] >= 0)
+    ok &= np.isfinite(columns["sersic_n"]) & np.isfinite(columns["q"])
+    keep = np.flatnonzero(ok)
+    if cosmos["max_galaxies"] is not None:
+        keep = keep[: cosmos["max_galaxies"]]
+    log.info("%s: %d galaxies in the catalog, %d after exclusion level '%s' and size/flux cuts, "
+             "%d with valid mag/size/redshift; drawing %d", folder, cat.getNTot(), cat.nobjects,
+             cosmos["exclusion_level"], int(ok.sum()), len(keep))
+    if len(keep) == 0:
+        raise ValueError(f"{folder}: no COSMOS galaxy is left after the cuts (config section 'cosmos')")
+
+    images, psfs, powers, ids, variances = _draw_all(cat, keep, cosmos, seed, threads, progress)
     catalog = {"id": ids}
     catalog.update({k: v[keep] for k, v in columns.items()})
     return GalaxySet(
@@ -224,12 +227,12 @@ def read_cosmos(
         noise_power=powers,
         catalog=catalog,
         attrs={
-            "pixel_scale_arcsec": float(pixel_scale),
+            "pixel_scale_arcsec": float(cosmos["pixel_scale_arcsec"]),
             "band": "F814W",
             "zeropoint_ab": COSMOS_ZEROPOINT,
             "source": "cosmos",
             "cosmos_sample": str(sample),
-            "cosmos_exclusion_level": str(exclusion_level),
+            "cosmos_exclusion_level": str(cosmos["exclusion_level"]),
         },
     )
 
@@ -270,20 +273,6 @@ def run_cosmos(
 
     cosmos, dl = config["cosmos"], config["download"]
     folder = extract_sample(tarball, cosmos["extract_dir"], known_hash=dl["known_hash"])
-    gs = read_cosmos(
-        folder,
-        sample=dl["sample"],
-        stamp_size=int(cosmos["stamp_size"]),
-        pixel_scale=float(cosmos["pixel_scale_arcsec"]),
-        exclusion_level=str(cosmos["exclusion_level"]),
-        min_hlr=float(cosmos["min_hlr_arcsec"]),
-        max_hlr=float(cosmos["max_hlr_arcsec"]),
-        min_flux=float(cosmos["min_flux"]),
-        max_flux=float(cosmos["max_flux"]),
-        max_galaxies=cosmos["max_galaxies"],
-        noise_pad_arcsec=cosmos["noise_pad_arcsec"],
-        seed=int(config["seed"]),
-        threads=threads,
-    )
+    gs = read_cosmos(folder, cosmos, sample=dl["sample"], seed=int(config["seed"]), threads=threads)
     write_galaxies(raw, gs)
     log.info("wrote %d COSMOS galaxies to %s", len(gs), raw)

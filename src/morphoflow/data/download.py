@@ -20,9 +20,9 @@ __all__ = ["DownloadError", "fetch", "verify", "run_download"]
 
 import logging
 import os
-from collections.abc import Mapping
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 

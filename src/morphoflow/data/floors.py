@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path
-from ..contract import ContractError, GalaxySet, read_galaxies
 from ..autoencoder.evaluate import truth_footprints
+from ..contract import ContractError, GalaxySet, read_galaxies
 from .simulate import Renderer
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@ r"""Rule ``preprocess``: clean, optionally re-convolve, split and normalise a ra
 
 Steps, in order (all keys in the ``preprocess`` config section):
 
-1. **Cleaning** (``cleaning``). Each galaxy is counted under the first rule that removes it:
+1. **Cleaning** (``cleaning``, :func:`clean`). Each galaxy is counted under the first rule that removes it:
 
    * ``nonfinite``: a non-finite pixel in ``images`` (or ``truth``), or a non-finite or non-positive
      ``noise_sigma``;
@@ -12,16 +12,16 @@ Steps, in order (all keys in the ``preprocess`` config section):
      (measured on ``truth`` when the file has it, else on ``images``) — sources cut by the stamp edge;
    * ``catalog_range:<col>``: catalog value outside ``catalog_ranges[col] = [min, max]``.
 
-2. **Target PSF** (``target_psf``, optional). Each stamp becomes a ``galsim.InterpolatedImage`` and is
-   convolved with the kernel ``Deconvolve(old psf) ⊛ target`` and drawn without a further pixel
-   (the pixel response already in the image stays), so the stored ``psf`` becomes the target drawn with
-   ``method='no_pixel'``. The noise model follows the same linear map: the kernel's transfer function
-   :math:`K` on the stamp grid is measured by applying the operation to a unit impulse, and
+2. **Target PSF** (``target_psf``, optional, :func:`convolve_to_target`). Each stamp becomes a
+   ``galsim.InterpolatedImage`` and is convolved with the kernel ``Deconvolve(old psf) ⊛ target`` and drawn
+   without a further pixel (the pixel response already in the image stays), so the stored ``psf`` becomes
+   the target drawn with ``method='no_pixel'``. The noise model follows the same linear map: the kernel's
+   transfer function :math:`K` on the stamp grid is measured by applying the operation to a unit impulse, and
    ``noise_power`` becomes :math:`P |K|^2` (white noise σ² when the file had none), ``noise_sigma`` its
    root mean (approximation: stationary noise, periodic on the stamp). ``truth`` (PSF-free) is unchanged.
    The target must be broader than the old PSF at every frequency it keeps.
 
-3. **Split** by hashing the galaxy id (``morphoflow.seeding.hash_unit``), fractions ``split``;
+3. **Split** (:func:`split_ids`) by hashing the galaxy id (``morphoflow.seeding.hash_unit``), fractions ``split``;
    a galaxy keeps its split whatever the seed or the other galaxies.
 
 4. **Normalisation**: pixels stay in counts; the files get ``norm_method = "scale"`` and
@@ -164,10 +164,12 @@ def clean(gs: GalaxySet, cfg: dict[str, Any], name: str = "<memory>") -> tuple[n
     return keep, removed
 
 
-def _target_profile(spec: dict[str, Any]) -> galsim.GSObject:
-    profile = spec.get("profile", "moffat")
+def _target_profile(spec: Mapping[str, Any]) -> galsim.GSObject:
+    r"""The target PSF profile of the validated ``preprocess.target_psf`` section (FWHM in arcsec)."""
+
+    profile = spec["profile"]
     if profile == "moffat":
-        return galsim.Moffat(beta=float(spec.get("beta", 3.5)), fwhm=float(spec["fwhm_arcsec"]))
+        return galsim.Moffat(beta=float(spec["beta"]), fwhm=float(spec["fwhm_arcsec"]))
     if profile == "gaussian":
         return galsim.Gaussian(fwhm=float(spec["fwhm_arcsec"]))
     raise PreprocessError(f"config key 'preprocess.target_psf.profile': unknown profile '{profile}'")
@@ -183,58 +185,73 @@ def _half_power_variance(p: np.ndarray, width: int) -> np.ndarray:
     return (p * w).sum(axis=(-2, -1)) / (p.shape[-2] * width)
 
 
-def convolve_to_target(gs: GalaxySet, target: dict[str, Any]) -> GalaxySet:
+class _Reconvolver:
+    r"""Applies the kernels ``Deconvolve(old psf) ⊛ target`` on the stamp grid of ``gs`` (step 2).
+
+    One kernel and its transfer function :math:`|K|^2` (rfft layout, measured on a unit impulse) per
+    PSF image and channel, built on first use: a shared PSF gives one kernel per channel.
+    """
+
+    def __init__(self, gs: GalaxySet, target: galsim.GSObject):
+        self.gs, self.target = gs, target
+        _, _, h, w = gs.images.shape
+        self.scale = gs.pixel_scale
+        self.shared = len(gs.psf) == 1
+        self._out = galsim.ImageD(w, h, scale=self.scale)
+        self._impulse = np.zeros((h, w))
+        self._impulse[h // 2, w // 2] = 1.0
+        self._kernels: dict[tuple[int, int], galsim.GSObject] = {}
+        self._transfer: dict[tuple[int, int], np.ndarray] = {}
+
+    def apply(self, img: np.ndarray, k: galsim.GSObject) -> np.ndarray:
+        r"""``img`` (H, W) convolved with the kernel ``k``, drawn without a further pixel."""
+
+        ii = galsim.InterpolatedImage(
+            galsim.ImageD(img.astype(np.float64), scale=self.scale), use_true_center=False,
+            calculate_stepk=False, calculate_maxk=False,
+        )
+        galsim.Convolve(ii, k).drawImage(self._out, method="no_pixel", use_true_center=False)
+        return self._out.array.copy()
+
+    def kernel(self, i: int, ch: int) -> tuple[galsim.GSObject, np.ndarray]:
+        r"""Kernel and transfer function :math:`|K|^2` (H, W // 2 + 1) of galaxy ``i``, channel ``ch``."""
+
+        key = (0 if self.shared else i, ch)
+        if key not in self._kernels:
+            psf = self.gs.psf[key[0], ch]
+            old = galsim.InterpolatedImage(galsim.ImageD(psf.astype(np.float64), scale=self.scale),
+                                           use_true_center=False)
+            self._kernels[key] = galsim.Convolve(galsim.Deconvolve(old), self.target)
+            resp = self.apply(self._impulse, self._kernels[key])
+            self._transfer[key] = np.abs(np.fft.rfft2(np.fft.ifftshift(resp))) ** 2
+        return self._kernels[key], self._transfer[key]
+
+
+def convolve_to_target(gs: GalaxySet, target: Mapping[str, Any]) -> GalaxySet:
     r"""Re-convolve every stamp from its PSF to the ``target`` PSF (see the module docstring).
 
     Arguments:
         gs: Galaxies in counts.
-        target: ``{profile: moffat|gaussian, fwhm_arcsec, beta}`` (FWHM in arcsec).
+        target: The validated ``preprocess.target_psf`` section, ``{profile: moffat|gaussian, fwhm_arcsec, beta}``
+            (FWHM in arcsec).
 
     Returns:
         A new set with images, ``psf``, ``noise_power`` and ``noise_sigma`` replaced.
     """
 
     n, c, h, w = gs.images.shape
-    scale = gs.pixel_scale
     tgt = _target_profile(target)
-    tgt_stamp = tgt.drawImage(nx=w, ny=h, scale=scale, method="no_pixel", use_true_center=False).array
+    tgt_stamp = tgt.drawImage(nx=w, ny=h, scale=gs.pixel_scale, method="no_pixel", use_true_center=False).array
     tgt_stamp = (tgt_stamp / tgt_stamp.sum()).astype(np.float32)
-
-    def kernel(psf: np.ndarray) -> galsim.GSObject:
-        old = galsim.InterpolatedImage(galsim.ImageD(psf.astype(np.float64), scale=scale), use_true_center=False)
-        return galsim.Convolve(galsim.Deconvolve(old), tgt)
-
-    out = galsim.ImageD(w, h, scale=scale)
-
-    def apply(img: np.ndarray, k: galsim.GSObject) -> np.ndarray:
-        ii = galsim.InterpolatedImage(
-            galsim.ImageD(img.astype(np.float64), scale=scale), use_true_center=False,
-            calculate_stepk=False, calculate_maxk=False,
-        )
-        galsim.Convolve(ii, k).drawImage(out, method="no_pixel", use_true_center=False)
-        return out.array.copy()
-
-    impulse = np.zeros((h, w))
-    impulse[h // 2, w // 2] = 1.0
-    shared = len(gs.psf) == 1
-    kernels: dict[tuple[int, int], galsim.GSObject] = {}
-    transfer: dict[tuple[int, int], np.ndarray] = {}
-
-    def kern(i: int, ch: int) -> tuple[galsim.GSObject, np.ndarray]:
-        key = (0 if shared else i, ch)
-        if key not in kernels:
-            kernels[key] = kernel(gs.psf[key[0], ch])
-            resp = apply(impulse, kernels[key])
-            transfer[key] = np.abs(np.fft.rfft2(np.fft.ifftshift(resp))) ** 2
-        return kernels[key], transfer[key]
+    conv = _Reconvolver(gs, tgt)
 
     images = np.empty_like(gs.images)
-    per_gal = not shared or gs.noise_power is None or len(gs.noise_power) != 1
+    per_gal = not conv.shared or gs.noise_power is None or len(gs.noise_power) != 1
     power = np.empty((n if per_gal else 1, c, h, w // 2 + 1), np.float64)
     for i in tqdm(range(n), desc="target psf", unit="gal", mininterval=2.0):
         for ch in range(c):
-            k, k2 = kern(i, ch)
-            images[i, ch] = apply(gs.images[i, ch], k)
+            k, k2 = conv.kernel(i, ch)
+            images[i, ch] = conv.apply(gs.images[i, ch], k)
             if per_gal or i == 0:
                 if gs.noise_power is not None:
                     old = gs.noise_power[0 if len(gs.noise_power) == 1 else i, ch]

@@ -30,8 +30,9 @@ Pixel response: the observed image is GalSim's FFT draw of galaxy ⊛ PSF ⊛ pi
 ``truth_oversample``² midpoint rule (GalSim's exact real-space pixel convolution, ``method='auto'``
 for these profiles, costs about a second per stamp; with 4² samples the midpoint rule agrees with it
 to 0.5 % in L1 and 4 % of the peak pixel for an n = 4 bulge of 0.08 arcsec; odd oversampling puts a
-sample on the cusp and is refused); the Gaussian knots are integrated over the pixels exactly (erf). The stored ``psf`` is the PSF drawn with ``method='no_pixel'``, so that
-``truth`` ⊛ ``psf`` ≈ the noiseless observed image.
+sample on the cusp and is refused); the Gaussian knots are integrated over the pixels exactly (erf).
+The stored ``psf`` is the PSF drawn with ``method='no_pixel'``, so that ``truth`` ⊛ ``psf`` ≈ the
+noiseless observed image.
 
 Noise: GalSim's COSMOS correlation function (``galsim.getCOSMOSNoise``, variance scaled by
 ``noise.variance_scale``) is drawn on the stamp grid; its FFT is the stored ``noise_power``

@@ -1,23 +1,30 @@
 r"""Galaxy stamps cut from a survey image (FITS) with SEP (Barbary 2016; Bertin & Arnouts 1996).
 
-Steps of :func:`cut_stamps`:
+Steps of :func:`cut_stamps`, one function each, with the keys of the ``stamps`` config section
+(``morphoflow/schemas/stamps.schema.yaml``):
 
-1. background and its RMS with :class:`sep.Background` (or the RMS from a weight map, 1/sqrt(w));
-2. detection and deblending with :func:`sep.extract` (segmentation map kept);
-3. photometry: Kron ("AUTO") flux in counts and half-light radius (``sep.flux_radius``) in pixels;
+1. background and its RMS with :class:`sep.Background` (or the RMS from a weight map, 1/sqrt(w))
+   (:func:`_background`);
+2. detection and deblending with :func:`sep.extract` (segmentation map kept) (:func:`_detect`);
+3. photometry: Kron ("AUTO") flux in counts and half-light radius (``sep.flux_radius``) in pixels
+   (:func:`_photometry`);
 4. rejections: flagged or non-positive flux, stars (half-light radius below ``min_flux_radius_pixel``
    or peak / flux above ``max_peak_fraction``: point-like), saturated sources (peak above
    ``saturation``), sources whose stamp would cross the image edge, and sources whose stamp is
-   covered by other sources' segments above ``max_neighbour_fraction``;
+   covered by other sources' segments above ``max_neighbour_fraction`` (:func:`_reject`);
 5. stamps of ``stamp_size`` pixels centred on the source's pixel (centre at (H // 2, W // 2)), the
    local background subtracted, neighbours' segment pixels replaced by Gaussian noise of the local
-   RMS (seeded per source, :func:`morphoflow.seeding.item_rng`);
+   RMS (seeded per source, :func:`morphoflow.seeding.item_rng`) (:func:`_cut`);
 6. PSF: a given PSF image (cropped/padded to the stamp, unit sum) or a Moffat / Gaussian of FWHM
    ``psf_fwhm_arcsec`` drawn by GalSim (pixel-convolved); a FWHM of ``None`` is estimated as twice
-   the 5th percentile of the detected half-light radii (point sources have r½ = FWHM / 2 for a Gaussian);
+   the 5th percentile of the detected half-light radii (point sources have r½ = FWHM / 2 for a Gaussian)
+   (:func:`_stamp_psf`);
 7. noise: ``noise_sigma`` = median background RMS in the stamp; ``noise_power`` (correlated noise, e.g.
    JPEG-processed or resampled images) = mean :math:`|\mathrm{rfft2}|^2/(HW)` of up to ``noise_patches``
-   source-free windows, normalised to unit variance and scaled by each stamp's ``noise_sigma²``.
+   source-free windows, normalised to unit variance and scaled by each stamp's ``noise_sigma²``
+   (:func:`_unit_noise_power`).
+
+:func:`_galaxy_set` puts the stamps back in detection order with their catalog and attributes.
 
 The catalog has ``mag`` = zeropoint − 2.5 log10(flux), ``flux`` (counts), ``flux_radius_arcsec`` and
 ``hlr_arcsec`` (the same half-light radius), ``q`` (b/a), ``beta_rad``, ``x_pixel``, ``y_pixel`` (0-based).
@@ -42,7 +49,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import galsim
 import numpy as np
@@ -101,9 +108,11 @@ def read_fits_image(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     raise ValueError(f"{path}: no 2-D image HDU in the {what} FITS file")
 
 
-def gaussian_or_moffat_psf(size: int, pixel_scale: float, fwhm_arcsec: float, model: str = "moffat",
-                           beta: float = 3.5) -> np.ndarray:
-    r"""A (size, size) pixel-convolved PSF image (unit sum, centre at (size // 2, size // 2))."""
+def gaussian_or_moffat_psf(size: int, pixel_scale: float, fwhm_arcsec: float, model: str, beta: float) -> np.ndarray:
+    r"""A (size, size) pixel-convolved PSF image (unit sum, centre at (size // 2, size // 2)).
+
+    ``model`` is ``moffat`` (index ``beta``) or ``gaussian``; ``pixel_scale`` and ``fwhm_arcsec`` in arcsec.
+    """
 
     if model == "moffat":
         prof = galsim.Moffat(beta=beta, fwhm=fwhm_arcsec)
@@ -138,7 +147,7 @@ def sky_noise_power(
     occupied: np.ndarray,
     stamp_size: int,
     rng: np.random.Generator,
-    n_patches: int = 256,
+    n_patches: int,
 ) -> tuple[np.ndarray, int]:
     r"""Mean noise power spectrum :math:`E|\mathrm{rfft2}(n)|^2 / (HW)` (counts²) of source-free windows.
 
@@ -175,56 +184,32 @@ def _full_mean(power: np.ndarray, width: int) -> float:
     return float((edge + 2 * inner) / (power.shape[0] * width))
 
 
-def cut_stamps(
-    image: np.ndarray,
-    *,
-    weight: np.ndarray | None = None,
-    psf: np.ndarray | None = None,
-    pixel_scale: float,
-    zeropoint_ab: float,
-    band: str = "unknown",
-    stamp_size: int = 48,
-    detect_sigma: float = 3.0,
-    min_area_pixel: int = 10,
-    deblend_nthresh: int = 32,
-    deblend_cont: float = 0.005,
-    background_box_pixel: int = 64,
-    min_flux_radius_pixel: float = 1.5,
-    max_peak_fraction: float = 0.25,
-    saturation: float | None = None,
-    max_neighbour_fraction: float = 0.2,
-    psf_model: str = "moffat",
-    psf_fwhm_arcsec: float | None = None,
-    psf_moffat_beta: float = 3.5,
-    max_stamps: int | None = None,
-    noise_power: bool = True,
-    noise_patches: int = 256,
-    seed: int = 42,
-    source: str = "stamps",
-) -> GalaxySet:
-    r"""Detect, select and cut galaxy stamps from ``image`` (counts); see the module doc for the steps.
+class _Sky(NamedTuple):
+    r"""Step 1: the background-subtracted image and its noise."""
 
-    Arguments:
-        image: The survey image (H, W) in counts.
-        weight: Optional inverse-variance map (1/counts²), same shape; 0 marks bad pixels.
-        psf: Optional PSF image at the same pixel scale.
-        pixel_scale: arcsec per pixel.
-        zeropoint_ab: AB magnitude of 1 count.
-        stamp_size: Stamp side in pixels.
-        detect_sigma: Detection threshold in units of the background RMS.
-        min_flux_radius_pixel: Sources with a smaller half-light radius (pixels) are taken as stars.
-        max_peak_fraction: Sources whose peak pixel holds more than this fraction of the flux are point-like.
-        saturation: Sources with a peak (background included) above this many counts are rejected.
-        max_neighbour_fraction: Largest fraction of stamp pixels that other sources' segments may cover.
-        max_stamps: Keep at most this many (the brightest); ``None``: all.
-        noise_power: Measure the noise power spectrum on up to ``noise_patches`` source-free windows
-            (correlated noise) and store it per stamp, scaled to the stamp's ``noise_sigma``.
-    """
+    sub: np.ndarray  #: image − background (counts)
+    back: np.ndarray  #: background (counts)
+    rms: np.ndarray  #: background RMS (counts); ``inf`` on bad pixels of a weight map
+    mask: np.ndarray | None  #: bad pixels (weight 0), or ``None`` without a weight map
 
-    data = np.ascontiguousarray(image, dtype=np.float64)
-    if data.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {data.shape}")
-    bkg = sep.Background(data, bw=background_box_pixel, bh=background_box_pixel)
+
+class _Sources(NamedTuple):
+    r"""Steps 2–3: the detections, their segmentation map and photometry (one entry per detection)."""
+
+    objs: np.ndarray  #: :func:`sep.extract`'s catalog (x, y, a, b, theta in pixels / rad, peak in counts)
+    seg: np.ndarray  #: segmentation map, detection ``i`` labelled ``i + 1``
+    flux: np.ndarray  #: Kron flux (counts)
+    r_half: np.ndarray  #: half-light radius (pixels)
+    flagged: np.ndarray  #: SEP flags of the Kron sum and the flux radius (0: clean)
+    xi: np.ndarray  #: stamp centre column (pixel nearest to x)
+    yi: np.ndarray  #: stamp centre row (pixel nearest to y)
+
+
+def _background(data: np.ndarray, weight: np.ndarray | None, stamps: Mapping[str, Any]) -> _Sky:
+    r"""Step 1: background with :class:`sep.Background`; its RMS from there or from the weight map (1/sqrt(w))."""
+
+    box = int(stamps["background_box_pixel"])
+    bkg = sep.Background(data, bw=box, bh=box)
     back = bkg.back()
     if weight is not None:
         weight = np.ascontiguousarray(weight, dtype=np.float64)
@@ -235,58 +220,100 @@ def cut_stamps(
     else:
         rms = bkg.rms()
         mask = None
-    sub = data - back
-    objs, seg = sep.extract(sub, detect_sigma, err=rms, mask=mask, minarea=min_area_pixel,
-                            deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont, segmentation_map=True)
-    n_det = len(objs)
-    if n_det == 0:
-        raise ValueError("no source detected (config keys 'stamps.detect_sigma', 'stamps.min_area_pixel')")
+    return _Sky(sub=data - back, back=back, rms=rms, mask=mask)
 
+
+def _detect(sky: _Sky, stamps: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    r"""Step 2: detection and deblending with :func:`sep.extract`; returns (catalog, segmentation map)."""
+
+    objs, seg = sep.extract(
+        sky.sub, float(stamps["detect_sigma"]), err=sky.rms, mask=sky.mask, minarea=int(stamps["min_area_pixel"]),
+        deblend_nthresh=int(stamps["deblend_nthresh"]), deblend_cont=float(stamps["deblend_cont"]),
+        segmentation_map=True,
+    )
+    if len(objs) == 0:
+        raise ValueError("no source detected (config keys 'stamps.detect_sigma', 'stamps.min_area_pixel')")
+    return objs, seg
+
+
+def _photometry(sky: _Sky, objs: np.ndarray, seg: np.ndarray) -> _Sources:
+    r"""Step 3: Kron ("AUTO") flux (counts) and half-light radius (pixels) of every detection."""
+
+    sub, mask = sky.sub, sky.mask
     x, y = objs["x"], objs["y"]
     a, b, theta = objs["a"], objs["b"], objs["theta"]
     kronrad, kflag = sep.kron_radius(sub, x, y, a, b, theta, 6.0, mask=mask)
     kronrad = np.where(np.isfinite(kronrad) & (kronrad > 0), kronrad, 1.0)
     flux, _, fflag = sep.sum_ellipse(sub, x, y, a, b, theta, 2.5 * kronrad, subpix=1, mask=mask)
     r_half, rflag = sep.flux_radius(sub, x, y, 6.0 * a, 0.5, normflux=flux, subpix=5, mask=mask)
+    return _Sources(objs=objs, seg=seg, flux=flux, r_half=r_half, flagged=fflag | rflag,
+                    xi=np.round(x).astype(int), yi=np.round(y).astype(int))
 
-    half = stamp_size // 2
-    xi, yi = np.round(x).astype(int), np.round(y).astype(int)
-    h, w = data.shape
+
+def _reject(src: _Sources, sky: _Sky, stamps: Mapping[str, Any]) -> np.ndarray:
+    r"""Step 4: mask (N,) of the detections that pass the cuts; each rejection reason is logged."""
+
+    size = int(stamps["stamp_size"])
+    half = size // 2
+    xi, yi, flux, r_half, peak = src.xi, src.yi, src.flux, src.r_half, src.objs["peak"]
+    h, w = sky.sub.shape
     reasons = {
-        "flux <= 0 or flagged": ~((flux > 0) & np.isfinite(r_half) & (r_half > 0) & ((fflag | rflag) == 0)),
-        "edge": (xi - half < 0) | (yi - half < 0) | (xi - half + stamp_size > w) | (yi - half + stamp_size > h),
-        "star (small)": r_half < min_flux_radius_pixel,
-        "star (peaked)": objs["peak"] > max_peak_fraction * np.maximum(flux, 1e-300),
+        "flux <= 0 or flagged": ~((flux > 0) & np.isfinite(r_half) & (r_half > 0) & (src.flagged == 0)),
+        "edge": (xi - half < 0) | (yi - half < 0) | (xi - half + size > w) | (yi - half + size > h),
+        "star (small)": r_half < float(stamps["min_flux_radius_pixel"]),
+        "star (peaked)": peak > float(stamps["max_peak_fraction"]) * np.maximum(flux, 1e-300),
     }
-    if saturation is not None:
-        reasons["saturated"] = (objs["peak"] + back[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]) >= saturation
+    if stamps["saturation"] is not None:
+        reasons["saturated"] = (peak + sky.back[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]) >= stamps["saturation"]
+    n_det = len(flux)
     keep = np.ones(n_det, bool)
     for why, bad in reasons.items():
         log.info("stamps: %d of %d detections rejected: %s", int((bad & keep).sum()), n_det, why)
         keep &= ~bad
+    return keep
 
+
+def _stamp_psf(psf: np.ndarray | None, src: _Sources, stamps: Mapping[str, Any]) -> tuple[np.ndarray, float | None]:
+    r"""Step 6: the stamps' PSF (size², unit sum) and the analytic model's FWHM in arcsec (``None``: PSF image)."""
+
+    size = int(stamps["stamp_size"])
     if psf is not None:
-        psf_image = _fit_psf_image(psf, stamp_size)
-        fwhm = None
-    else:
-        fwhm = psf_fwhm_arcsec
-        if fwhm is None:
-            good = np.isfinite(r_half) & (r_half > 0) & (flux > 0)
-            fwhm = 2.0 * float(np.percentile(r_half[good], 5)) * pixel_scale
-            log.info("stamps: PSF FWHM estimated from the compact sources: %.3f arcsec", fwhm)
-        psf_image = gaussian_or_moffat_psf(stamp_size, pixel_scale, fwhm, psf_model, psf_moffat_beta)
+        return _fit_psf_image(psf, size), None
+    pixel_scale = float(stamps["pixel_scale_arcsec"])
+    fwhm = stamps["psf_fwhm_arcsec"]
+    if fwhm is None:
+        r_half, flux = src.r_half, src.flux
+        good = np.isfinite(r_half) & (r_half > 0) & (flux > 0)
+        fwhm = 2.0 * float(np.percentile(r_half[good], 5)) * pixel_scale
+        log.info("stamps: PSF FWHM estimated from the compact sources: %.3f arcsec", fwhm)
+    image = gaussian_or_moffat_psf(size, pixel_scale, fwhm, str(stamps["psf_model"]), float(stamps["psf_moffat_beta"]))
+    return image, fwhm
 
+
+def _cut(
+    src: _Sources, sky: _Sky, keep: np.ndarray, stamps: Mapping[str, Any], seed: int
+) -> tuple[list[np.ndarray], list[float], list[int]]:
+    r"""Step 5: stamps of the kept detections, brightest first, neighbours' pixels replaced by noise.
+
+    Returns:
+        ``(images, sigmas, rows)``: the stamps (counts), their median background RMS (counts) and their
+        detection indices, in decreasing flux (at most ``stamps.max_stamps``).
+    """
+
+    size, max_stamps = int(stamps["stamp_size"]), stamps["max_stamps"]
+    max_fraction = float(stamps["max_neighbour_fraction"])
+    half = size // 2
     images, sigmas, rows, n_crowded = [], [], [], 0
-    for i in np.flatnonzero(keep)[np.argsort(-flux[keep])]:
-        ys = slice(yi[i] - half, yi[i] - half + stamp_size)
-        xs = slice(xi[i] - half, xi[i] - half + stamp_size)
-        labels = seg[ys, xs]
+    for i in np.flatnonzero(keep)[np.argsort(-src.flux[keep])]:
+        ys = slice(src.yi[i] - half, src.yi[i] - half + size)
+        xs = slice(src.xi[i] - half, src.xi[i] - half + size)
+        labels = src.seg[ys, xs]
         other = (labels != 0) & (labels != i + 1)
-        if other.mean() > max_neighbour_fraction:
+        if other.mean() > max_fraction:
             n_crowded += 1
             continue
-        sigma = float(np.median(rms[ys, xs][np.isfinite(rms[ys, xs])]))
-        stamp = sub[ys, xs].copy()
+        sigma = float(np.median(sky.rms[ys, xs][np.isfinite(sky.rms[ys, xs])]))
+        stamp = sky.sub[ys, xs].copy()
         rng = item_rng(seed, int(i), "stamps-neighbour-noise")
         stamp[other] = rng.normal(0.0, sigma, int(other.sum()))
         images.append(stamp)
@@ -295,31 +322,50 @@ def cut_stamps(
         if max_stamps is not None and len(rows) >= max_stamps:
             break
     log.info("stamps: %d rejected for neighbours covering > %.0f%% of the stamp; %d stamps kept of %d detections",
-             n_crowded, 100 * max_neighbour_fraction, len(rows), n_det)
+             n_crowded, 100 * max_fraction, len(rows), len(src.flux))
     if not rows:
         raise ValueError("no stamp left after the cuts (config section 'stamps')")
+    return images, sigmas, rows
 
-    power = None
-    if noise_power:
-        from scipy.ndimage import binary_dilation
 
-        occupied = binary_dilation(seg > 0, iterations=3) | ~np.isfinite(rms)
-        if mask is not None:
-            occupied |= mask
-        sky, n_sky = sky_noise_power(sub, occupied, stamp_size, item_rng(seed, 0, "stamps-sky-patches"),
-                                     noise_patches)
-        if n_sky < 10:
-            log.warning("stamps: only %d source-free %d-pixel windows; no noise_power written", n_sky, stamp_size)
-        else:
-            sky = np.maximum(sky, 1e-6 * sky.max())
-            power = sky / _full_mean(sky, stamp_size)  # unit variance; scaled per stamp below
-            log.info("stamps: noise power spectrum from %d source-free windows (sky variance %.4g counts^2)",
-                     n_sky, _full_mean(sky, stamp_size))
+def _unit_noise_power(src: _Sources, sky: _Sky, stamps: Mapping[str, Any], seed: int) -> np.ndarray | None:
+    r"""Step 7: the sky's noise power spectrum (size, size // 2 + 1), normalised to unit variance.
 
+    ``None`` when ``stamps.noise_power`` is off or fewer than 10 source-free windows exist.
+    """
+
+    if not stamps["noise_power"]:
+        return None
+    from scipy.ndimage import binary_dilation
+
+    size = int(stamps["stamp_size"])
+    occupied = binary_dilation(src.seg > 0, iterations=3) | ~np.isfinite(sky.rms)
+    if sky.mask is not None:
+        occupied |= sky.mask
+    sky_power, n_sky = sky_noise_power(sky.sub, occupied, size, item_rng(seed, 0, "stamps-sky-patches"),
+                                       int(stamps["noise_patches"]))
+    if n_sky < 10:
+        log.warning("stamps: only %d source-free %d-pixel windows; no noise_power written", n_sky, size)
+        return None
+    sky_power = np.maximum(sky_power, 1e-6 * sky_power.max())
+    log.info("stamps: noise power spectrum from %d source-free windows (sky variance %.4g counts^2)",
+             n_sky, _full_mean(sky_power, size))
+    return sky_power / _full_mean(sky_power, size)  # unit variance; scaled per stamp by the caller
+
+
+def _galaxy_set(
+    src: _Sources, stamps: Mapping[str, Any], cut: tuple[list[np.ndarray], list[float], list[int]],
+    psf: tuple[np.ndarray, float | None], power: np.ndarray | None, source: str,
+) -> GalaxySet:
+    r"""The stamps in detection order, with catalog, attributes, PSF and per-stamp noise power (steps 5–7)."""
+
+    images, sigmas, rows = cut
+    psf_image, fwhm = psf
+    pixel_scale, zeropoint_ab = float(stamps["pixel_scale_arcsec"]), float(stamps["zeropoint_ab"])
+    objs, flux, r_half = src.objs, src.flux, src.r_half
     idx = np.array(rows)
     order = np.argsort(idx)  # keep detection order, independent of the flux sort
     idx = idx[order]
-    images_arr = np.stack(images)[order][:, None].astype(np.float32)
     r_arcsec = r_half[idx] * pixel_scale
     catalog = {
         "id": idx.astype(np.int64),
@@ -327,34 +373,75 @@ def cut_stamps(
         "flux": flux[idx].astype(np.float64),
         "flux_radius_arcsec": r_arcsec,
         "hlr_arcsec": r_arcsec.copy(),
-        "q": (b[idx] / a[idx]).astype(np.float64),
-        "beta_rad": theta[idx].astype(np.float64),
-        "x_pixel": x[idx].astype(np.float64),
-        "y_pixel": y[idx].astype(np.float64),
+        "q": (objs["b"][idx] / objs["a"][idx]).astype(np.float64),
+        "beta_rad": objs["theta"][idx].astype(np.float64),
+        "x_pixel": objs["x"][idx].astype(np.float64),
+        "y_pixel": objs["y"][idx].astype(np.float64),
     }
     attrs: dict[str, Any] = {
-        "pixel_scale_arcsec": float(pixel_scale),
-        "band": band,
-        "zeropoint_ab": float(zeropoint_ab),
+        "pixel_scale_arcsec": pixel_scale,
+        "band": str(stamps["band"]),
+        "zeropoint_ab": zeropoint_ab,
         "source": source,
-        "n_detections": int(n_det),
+        "n_detections": int(len(flux)),
     }
     if fwhm is not None:
         attrs["psf_fwhm_arcsec"] = float(fwhm)
-        attrs["psf_model"] = psf_model
+        attrs["psf_model"] = str(stamps["psf_model"])
     sigma_arr = np.asarray(sigmas, np.float64)[order]
+    if power is not None:
+        power = (power[None, None] * sigma_arr[:, None, None, None] ** 2).astype(np.float32)
     return GalaxySet(
-        images=images_arr,
+        images=np.stack(images)[order][:, None].astype(np.float32),
         psf=psf_image[None, None].astype(np.float32),
         noise_sigma=sigma_arr.astype(np.float32),
-        noise_power=None if power is None else (power[None, None] * sigma_arr[:, None, None, None] ** 2).astype(np.float32),
+        noise_power=power,
         catalog=catalog,
         attrs=attrs,
     )
 
 
+def cut_stamps(
+    image: np.ndarray,
+    stamps: Mapping[str, Any],
+    *,
+    seed: int,
+    weight: np.ndarray | None = None,
+    psf: np.ndarray | None = None,
+    source: str = "stamps",
+) -> GalaxySet:
+    r"""Detect, select and cut galaxy stamps from ``image`` (counts): steps 1–7 of the module docstring.
+
+    Arguments:
+        image: The survey image (H, W) in counts.
+        stamps: The validated ``stamps`` config section (``morphoflow/schemas/stamps.schema.yaml``): pixel scale,
+            zero point, detection, cuts, PSF model and noise settings.
+        seed: The run's seed (``config["seed"]``): neighbour-replacement noise and the sky windows.
+        weight: Optional inverse-variance map (1/counts²), same shape; 0 marks bad pixels.
+        psf: Optional PSF image at the same pixel scale (replaces the analytic ``stamps.psf_model``).
+        source: The file's ``source`` attribute.
+
+    Returns:
+        Stamps (N, 1, size, size) in counts, in detection order, with a shared PSF, ``noise_sigma`` and
+        (``stamps.noise_power``) a per-stamp noise power spectrum.
+    """
+
+    data = np.ascontiguousarray(image, dtype=np.float64)
+    if data.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {data.shape}")
+    sky = _background(data, weight, stamps)
+    src = _photometry(sky, *_detect(sky, stamps))
+    keep = _reject(src, sky, stamps)
+    psf_fit = _stamp_psf(psf, src, stamps)
+    cut = _cut(src, sky, keep, stamps, seed)
+    power = _unit_noise_power(src, sky, stamps, seed)
+    return _galaxy_set(src, stamps, cut, psf_fit, power, source)
+
+
 def run_hdf_image(*, image: str | os.PathLike, config: Mapping[str, Any]) -> Path:
-    r"""Rule ``hdf_image``: scikit-image's Hubble Deep Field as a single-band FITS image (:func:`write_hubble_deep_field`).
+    r"""Rule ``hdf_image``: scikit-image's Hubble Deep Field as a single-band FITS image.
+
+    See :func:`write_hubble_deep_field`.
 
     Arguments:
         image: Output FITS file.
@@ -382,31 +469,12 @@ def run_cut_stamps(
         psf: Optional PSF image (FITS).
     """
 
-    stamps = config["stamps"]
     gs = cut_stamps(
         read_fits_image(image, "image"),
+        config["stamps"],
+        seed=int(config["seed"]),
         weight=read_fits_image(weight, "weight") if weight else None,
         psf=read_fits_image(psf, "PSF") if psf else None,
-        pixel_scale=float(stamps["pixel_scale_arcsec"]),
-        zeropoint_ab=float(stamps["zeropoint_ab"]),
-        band=str(stamps["band"]),
-        stamp_size=int(stamps["stamp_size"]),
-        detect_sigma=float(stamps["detect_sigma"]),
-        min_area_pixel=int(stamps["min_area_pixel"]),
-        deblend_nthresh=int(stamps["deblend_nthresh"]),
-        deblend_cont=float(stamps["deblend_cont"]),
-        background_box_pixel=int(stamps["background_box_pixel"]),
-        min_flux_radius_pixel=float(stamps["min_flux_radius_pixel"]),
-        max_peak_fraction=float(stamps["max_peak_fraction"]),
-        saturation=stamps["saturation"],
-        max_neighbour_fraction=float(stamps["max_neighbour_fraction"]),
-        psf_model=str(stamps["psf_model"]),
-        psf_fwhm_arcsec=stamps["psf_fwhm_arcsec"],
-        psf_moffat_beta=float(stamps["psf_moffat_beta"]),
-        max_stamps=stamps["max_stamps"],
-        noise_power=bool(stamps["noise_power"]),
-        noise_patches=int(stamps["noise_patches"]),
-        seed=int(config["seed"]),
     )
     write_galaxies(raw, gs)
     log.info("wrote %d stamps from %s to %s", len(gs), image, raw)

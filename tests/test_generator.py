@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import morphoflow
+from morphoflow.autoencoder import build_autoencoder, save_autoencoder
+from morphoflow.config import load_config
 from morphoflow.flow import OutOfRangeError, OutOfRangeWarning, save_flow, train_conditional_flow
 from morphoflow.generator import GeneratedGalaxies, Generator, to_galsim
-from morphoflow.autoencoder import build_autoencoder, save_autoencoder
 
 torch.set_num_threads(1)
 
@@ -26,8 +27,15 @@ PIXEL_SCALE = 0.1
 def make_model_dir(root: Path, latent_dim: int = 3, size: int = 32, out_of_range: str = "warn") -> Path:
     r"""A results folder with a real (untrained) autoencoder and a flow trained for 2 epochs on latents = f(conditions) + noise."""
 
+    config = load_config(overrides={
+        "autoencoder": {"model": "ae", "latent_dim": latent_dim, "widths": [8, 8], "blocks": 1, "patch": 1,
+                        "psf_aware": True},
+        "flow": {"kind": "nsf", "context": COLUMNS, "transforms": 2, "hidden_features": [16], "bins": 4, "passes": 2,
+                 "train": {"max_epochs": 2, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 2,
+                           "device": "cpu", "bf16": False}},
+    })
     torch.manual_seed(0)
-    ae_cfg = {"model": "ae", "latent_dim": latent_dim, "widths": [8, 8], "blocks": 1, "psf_aware": True}
+    ae_cfg = config["autoencoder"]
     ae = build_autoencoder(ae_cfg, (1, size, size))
     save_autoencoder(
         root / "autoencoder" / "model.pt",
@@ -40,10 +48,8 @@ def make_model_dir(root: Path, latent_dim: int = 3, size: int = 32, out_of_range
     ctx = np.stack([rng.uniform(*RANGES[c], n) for c in COLUMNS], axis=-1).astype(np.float32)
     z = (ctx @ rng.normal(size=(3, latent_dim)) + 0.3 * rng.standard_normal((n, latent_dim))).astype(np.float32)
     flow = train_conditional_flow(
-        z, ctx, z[:64], ctx[:64],
-        {"kind": "nsf", "transforms": 2, "hidden_features": [16], "bins": 4, "passes": 2},
-        {"max_epochs": 2, "batch_size": 64, "warmup_steps": 2, "device": "cpu", "bf16": False},
-        0, root / "flow" / "checkpoints", None, context_columns=COLUMNS, progress=False,
+        z, ctx, z[:64], ctx[:64], config["flow"], 0, root / "flow" / "checkpoints", None,
+        context_columns=COLUMNS, progress=False,
     )
     save_flow(root / "flow" / "model.pt", flow, {"out_of_range": out_of_range})
     return root

@@ -67,10 +67,6 @@ KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
     "cnf": (zuko.flows.CNF, ("hidden_features", "freqs", "atol", "rtol", "exact")),
 }
 
-CHECKPOINT_FORMAT = "morphoflow-conditional-flow"
-CHECKPOINT_VERSION = 1
-
-
 class OutOfRangeError(ValueError):
     r"""A condition lies outside the training range of its context column."""
 
@@ -82,7 +78,7 @@ class OutOfRangeWarning(UserWarning):
 def flow_hyper(flow_cfg: Mapping[str, Any]) -> dict[str, Any]:
     r"""Pick from a ``flow`` config section the hyperparameters that its ``kind`` accepts."""
 
-    kind = flow_cfg.get("kind", "nsf")
+    kind = flow_cfg["kind"]
     if kind not in KINDS:
         raise ValueError(f"config key 'flow.kind': unknown flow kind '{kind}' (choose from {sorted(KINDS)})")
     keys = KINDS[kind][1]

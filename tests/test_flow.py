@@ -160,8 +160,9 @@ def test_rule_functions_on_latent_files(tmp_path):
         files[split] = tmp_path / f"{split}.h5"
         write_latents(files[split], t, {"id": np.arange(200) + 1000 * i, "mag": c[:, 0] + 22, "redshift": c[:, 1] + 1})
     cfg = flow_config(kind="nsf", context=["mag", "redshift"], transforms=2, hidden_features=[16], out_of_range="error")
-    run_train_flow(train=files["train"], val=files["val"], model=tmp_path / "model.pt", history=tmp_path / "history.csv",
-                   checkpoints=tmp_path / "ckpt", config={"flow": cfg, "seed": 0}, progress=False)
+    run_train_flow(train=files["train"], val=files["val"], model=tmp_path / "model.pt",
+                   history=tmp_path / "history.csv", checkpoints=tmp_path / "ckpt", config={"flow": cfg, "seed": 0},
+                   progress=False)
     flow = load_flow(tmp_path / "model.pt")
     assert flow.meta["out_of_range"] == "error" and flow.meta["band"] == "F814W"
     metrics = run_evaluate_flow(model=tmp_path / "model.pt", test=files["test"], metrics=tmp_path / "m.json")

@@ -13,7 +13,8 @@ from morphoflow.training import TrainSettings, fit
 
 torch.set_num_threads(1)
 
-TINY_KEYS = {"model": "vae", "latent_dim": 8, "widths": [16, 32], "blocks": 1, "patch": 2, "psf_aware": True, "beta": 0.1}
+TINY_KEYS = {"model": "vae", "latent_dim": 8, "widths": [16, 32], "blocks": 1, "patch": 2, "psf_aware": True,
+             "beta": 0.1}
 
 
 def ae_config(**keys) -> dict:

@@ -61,68 +61,55 @@ def timed(fn, repeat: int = 1, key: str | None = None) -> float:
     return (time.perf_counter() - t0) / repeat
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n", type=int, default=2048, help="galaxies per generation run")
-    parser.add_argument("--batch", type=int, default=256, help="decoder batch size")
-    parser.add_argument("--kinds-n", type=int, default=1024, help="latents per flow-kind timing")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
+def load_generator(config: dict, batch: int, n: int, rng: np.random.Generator) -> tuple[Generator, dict, str]:
+    r"""The trained models of results/ if both exist, else the default architectures with random weights;
+    with ``n`` conditions inside their ranges and a description of the source."""
 
-    config = load_config(ROOT / "config" / "config.yaml")
+    ae_path, flow_path = ROOT / "results/autoencoder/model.pt", ROOT / "results/flow/model.pt"
+    if ae_path.exists() and flow_path.exists():
+        gen = Generator.load(ROOT / "results", batch_size=batch)
+        cond = {c: rng.uniform(*gen.context_range[c], n) for c in gen.context_columns}
+        return gen, cond, "trained models in results/"
     fcfg = config["flow"]
     columns = list(fcfg["context"])
-    ae_path, flow_path = ROOT / "results/autoencoder/model.pt", ROOT / "results/flow/model.pt"
-    trained = ae_path.exists() and flow_path.exists()
-    if trained:
-        gen = Generator.load(ROOT / "results", batch_size=args.batch)
-        ranges = gen.context_range
-        cond = {c: rng.uniform(*ranges[c], args.n) for c in gen.context_columns}
-        source = "trained models in results/"
-    else:
-        size = int(config["simulate"].get("stamp_size", 64))
-        torch.manual_seed(0)
-        ae = build_autoencoder(config["autoencoder"], (1, size, size))
-        meta = {"latent_dim": int(ae.latent_dim), "image_shape": [1, size, size], "norm_scale": 1.0,
-                "pixel_scale_arcsec": float(config["simulate"].get("pixel_scale_arcsec", 0.03))}
-        gen = Generator(random_flow(fcfg["kind"], fcfg, meta["latent_dim"], columns), ae, meta, batch_size=args.batch)
-        cond = conditions(args.n, columns, rng)
-        source = "default architectures, random weights"
+    size = int(config["simulate"]["stamp_size"])
+    torch.manual_seed(0)
+    ae = build_autoencoder(config["autoencoder"], (1, size, size))
+    meta = {"latent_dim": int(ae.latent_dim), "image_shape": [1, size, size], "norm_scale": 1.0,
+            "pixel_scale_arcsec": float(config["simulate"]["pixel_scale_arcsec"])}
+    gen = Generator(random_flow(fcfg["kind"], fcfg, meta["latent_dim"], columns), ae, meta, batch_size=batch)
+    return gen, conditions(n, columns, rng), "default architectures, random weights"
 
-    latent_dim = gen.flow.features
-    out: dict = {
-        "models": source,
-        "threads": args.threads,
-        "image_shape": list(gen.image_shape),
-        "latent_dim": latent_dim,
-        "flow_kind": gen.flow.kind,
-        "decoder_batch": args.batch,
-        "n_galaxies": args.n,
-    }
+
+def generation_speed(gen: Generator, cond: dict, n: int, batch: int) -> dict:
+    r"""Galaxies per second (wall and CPU) of the whole generation, the flow sampling and the decoding."""
+
     t_total = timed(lambda: gen.sample(cond, n=1, seed=1), key="generate")
     ctx = gen.flow.context_matrix(cond)
-    seeds = np.arange(args.n)
+    seeds = np.arange(n)
     t_flow = timed(lambda: gen.flow.sample(ctx, seeds), key="flow")
     z = gen.flow.sample(ctx, seeds)
     from morphoflow.sampling import decode_latents
 
-    t_dec = timed(lambda: decode_latents(gen.decoder, z, 1.0, batch_size=args.batch), key="decode")
-    out.update(
-        generate_galaxies_per_s=args.n / t_total,
+    t_dec = timed(lambda: decode_latents(gen.decoder, z, 1.0, batch_size=batch), key="decode")
+    return dict(
+        generate_galaxies_per_s=n / t_total,
         generate_wall_s=t_total,
-        flow_sample_latents_per_s=args.n / t_flow,
-        decode_galaxies_per_s=args.n / t_dec,
-        generate_galaxies_per_cpu_s=args.n / CPU_SECONDS["generate"],
-        flow_latents_per_cpu_s=args.n / CPU_SECONDS["flow"],
-        decode_galaxies_per_cpu_s=args.n / CPU_SECONDS["decode"],
+        flow_sample_latents_per_s=n / t_flow,
+        decode_galaxies_per_s=n / t_dec,
+        generate_galaxies_per_cpu_s=n / CPU_SECONDS["generate"],
+        flow_latents_per_cpu_s=n / CPU_SECONDS["flow"],
+        decode_galaxies_per_cpu_s=n / CPU_SECONDS["decode"],
         load_average_1min=os.getloadavg()[0],
         cpu_count=os.cpu_count(),
     )
 
+
+def speed_by_kind(fcfg: dict, latent_dim: int, n_k: int, rng: np.random.Generator) -> dict:
+    r"""Flow sampling speed of every kind (random weights), and of the fully autoregressive nsf."""
+
+    columns = list(fcfg["context"])
     per_kind = {}
-    n_k = args.kinds_n
     cond_k = conditions(n_k, columns, rng)
     for kind in KINDS:
         flow = random_flow(kind, fcfg, latent_dim, columns)
@@ -136,7 +123,32 @@ def main() -> None:
     t = timed(lambda: ar.sample(ck, np.arange(n_k)), key="ar")
     per_kind["nsf_autoregressive"] = {"latents_per_s": n_k / t, "latents_per_cpu_s": n_k / CPU_SECONDS["ar"], "n": n_k,
                                       "parameters": sum(p.numel() for p in ar.parameters())}
-    out["flow_sampling_by_kind"] = per_kind
+    return per_kind
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n", type=int, default=2048, help="galaxies per generation run")
+    parser.add_argument("--batch", type=int, default=256, help="decoder batch size")
+    parser.add_argument("--kinds-n", type=int, default=1024, help="latents per flow-kind timing")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+
+    config = load_config(ROOT / "config" / "config.yaml")
+    gen, cond, source = load_generator(config, args.batch, args.n, rng)
+    out: dict = {
+        "models": source,
+        "threads": args.threads,
+        "image_shape": list(gen.image_shape),
+        "latent_dim": gen.flow.features,
+        "flow_kind": gen.flow.kind,
+        "decoder_batch": args.batch,
+        "n_galaxies": args.n,
+    }
+    out.update(generation_speed(gen, cond, args.n, args.batch))
+    out["flow_sampling_by_kind"] = speed_by_kind(config["flow"], gen.flow.features, args.kinds_n, rng)
 
     bench = ROOT / "benchmarks" / "train_flow.tsv"
     if bench.exists():

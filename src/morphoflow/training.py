@@ -3,13 +3,14 @@ r"""The shared training engine: one resumable, deterministic loop for every torc
 :func:`fit` minimises ``loss_fn(model, batch)["loss"]`` with AdamW under a linear warm-up and cosine
 decay of the learning rate, validates each epoch, keeps the best weights (lowest validation loss),
 stops early after ``patience`` epochs without improvement, and checkpoints everything needed to resume
-bit-for-bit on CPU (model, optimizer, scheduler, RNG states, data order, history) every
+bit-for-bit on CPU (model, optimizer, scheduler, RNG states, progress and history) every
 ``checkpoint_every`` steps, at each epoch end and on SIGTERM (SLURM pre-emption). A rerun with the same
 ``run_key`` resumes from the checkpoint; interrupting at step :math:`k` and resuming gives the same final
 weights as an uninterrupted run.
 
 The data order of epoch :math:`e` is a permutation drawn from a :class:`torch.Generator` seeded by
-``item_seed(seed, e, "data-order")``, so it does not depend on what happened before (and is not saved).
+``item_seed(seed, e, "data-order")``, so it does not depend on what happened before: it is re-derived on
+resume, not saved.
 
 Structure: :func:`fit` builds a :class:`_Run` (the fixed parts: model, data, optimizer, scheduler,
 checkpoint path) and a :class:`TrainingState` (what the run has done: step, epoch, history, best weights,

@@ -34,7 +34,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from ..atomic import atomic_path
-from ..contract import ContractError, GalaxySet, read_galaxies
+from ..contract import GalaxySet, read_galaxies
 from .forward import fft_convolve
 from .io import check_stamps, load_autoencoder
 from .objective import AutoencoderLoss, stamp_tensors

@@ -22,10 +22,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from morphoflow.autoencoder import build_autoencoder  # noqa: E402
 from morphoflow.config import load_config  # noqa: E402
 from morphoflow.flow import KINDS, ConditionalFlow, Standardizer, flow_hyper  # noqa: E402
 from morphoflow.generator import Generator  # noqa: E402
-from morphoflow.autoencoder import build_autoencoder  # noqa: E402
 
 RANGES = {"mag": (18.0, 25.0), "hlr_arcsec": (0.05, 1.0), "redshift": (0.05, 2.5)}
 
@@ -115,7 +115,7 @@ def speed_by_kind(fcfg: dict, latent_dim: int, n_k: int, rng: np.random.Generato
         flow = random_flow(kind, fcfg, latent_dim, columns)
         ck = flow.context_matrix(cond_k)
         n_used = n_k if kind in ("nsf", "maf", "nice", "cnf") else max(n_k // 8, 32)
-        t = timed(lambda: flow.sample(ck[:n_used], np.arange(n_used)), key=kind)
+        t = timed(lambda flow=flow, ck=ck, n_used=n_used: flow.sample(ck[:n_used], np.arange(n_used)), key=kind)
         per_kind[kind] = {"latents_per_s": n_used / t, "latents_per_cpu_s": n_used / CPU_SECONDS[kind], "n": n_used,
                           "parameters": sum(p.numel() for p in flow.parameters())}
     ar = random_flow("nsf", dict(fcfg, passes=None), latent_dim, columns)

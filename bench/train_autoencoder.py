@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from morphoflow.config import load_config
 from morphoflow.autoencoder import build_autoencoder
 from morphoflow.autoencoder.objective import AutoencoderLoss
+from morphoflow.config import load_config
 from morphoflow.training import TrainSettings, fit
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
-from test_generator import make_model_dir
 
 from morphoflow.cli import main
 from morphoflow.flow import OutOfRangeWarning
 from morphoflow.generator import Generator
+from test_generator import make_model_dir
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

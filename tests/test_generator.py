@@ -120,7 +120,7 @@ def test_galsim_objects_reproduce_sample_pixels(model_dir):
     pixels = gen.sample(cond, n=2, seed=3).images[:, 0]
     objs = gen.galsim_objects(cond, n=2, seed=3)
     assert len(objs) == 4 and all(isinstance(o, galsim.InterpolatedImage) for o in objs)
-    for obj, ref in zip(objs, pixels):
+    for obj, ref in zip(objs, pixels, strict=True):
         assert obj.flux == pytest.approx(ref.sum(), rel=1e-5)  # flux-preserving, in counts
         img = obj.drawImage(nx=32, ny=32, scale=PIXEL_SCALE, method="no_pixel").array
         np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-6 * ref.max())
@@ -133,11 +133,11 @@ def test_galsim_objects_convolve_like_the_pixels():
     images = np.stack([
         galsim.Sersic(n=n, half_light_radius=hlr, flux=flux).shear(q=0.6, beta=0.3 * galsim.radians)
         .drawImage(nx=48, ny=48, scale=PIXEL_SCALE, method="no_pixel").array[None]
-        for n, hlr, flux in zip([1.0, 1.5], [0.3, 0.5], rng.uniform(300, 1500, 2))
+        for n, hlr, flux in zip([1.0, 1.5], [0.3, 0.5], rng.uniform(300, 1500, 2), strict=True)
     ]).astype(np.float32)
     delta = galsim.Gaussian(sigma=1e-4)
     psf = galsim.Moffat(beta=3, fwhm=0.3)
-    for obj, ref in zip(to_galsim(images, PIXEL_SCALE), images[:, 0]):
+    for obj, ref in zip(to_galsim(images, PIXEL_SCALE), images[:, 0], strict=True):
         img = galsim.Convolve(obj, delta).drawImage(nx=48, ny=48, scale=PIXEL_SCALE, method="no_pixel").array
         # interpolant + Fourier draw: within 3% of the peak at the centre, 0.3% of it in rms
         np.testing.assert_allclose(img, ref, atol=0.03 * ref.max())

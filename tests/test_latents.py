@@ -85,7 +85,7 @@ def test_extract_latents_writes_valid_file(tmp_path, trained, kind):
 def test_extract_latents_refuses_other_stamp_size(tmp_path, trained):
     tmp, _ = trained
     other = write_split(tmp_path, n=8, size=16)
-    with pytest.raises(ContractError, match="test.h5.*stamps"):
+    with pytest.raises(ContractError, match=r"test.h5.*stamps"):
         extract(tmp / "model.pt", other["test"], tmp_path / "out.h5")
     assert not (tmp_path / "out.h5").exists()
 

@@ -65,9 +65,9 @@ def test_psf_unaware_decoder_is_linear_output():
 def test_bad_shapes_and_kinds():
     with pytest.raises(ValueError, match="divisible"):
         build_autoencoder(dict(TINY, widths=[8, 8, 8, 8, 8]), (1, 32, 32))
-    with pytest.raises(ValueError, match="autoencoder.model"):
+    with pytest.raises(ValueError, match=r"autoencoder.model"):
         build_autoencoder(dict(TINY, model="gan"), (1, 32, 32))
-    with pytest.raises(ValueError, match="autoencoder.blocks"):
+    with pytest.raises(ValueError, match=r"autoencoder.blocks"):
         build_autoencoder(dict(TINY, blocks=[1, 1, 1]), (1, 32, 32))
 
 
@@ -91,13 +91,13 @@ def test_save_load_roundtrip_and_bad_files(tmp_path):
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(ModelFileError, match="bad.pt"):
+    with pytest.raises(ModelFileError, match=r"bad.pt"):
         load_autoencoder(bad)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(ModelFileError, match="foreign.pt"):
+    with pytest.raises(ModelFileError, match=r"foreign.pt"):
         load_autoencoder(foreign)
-    with pytest.raises(ModelFileError, match="missing.pt"):
+    with pytest.raises(ModelFileError, match=r"missing.pt"):
         load_autoencoder(tmp_path / "missing.pt")
 
 
@@ -113,7 +113,7 @@ def test_train_autoencoder_from_files(tmp_path):
 
     res = train(paths["val"], "model.pt", "history.csv", "ckpt")
     assert res.steps == 4 and (tmp_path / "history.csv").exists()
-    model, meta = load_autoencoder(tmp_path / "model.pt")
+    _, meta = load_autoencoder(tmp_path / "model.pt")
     assert meta["likelihood"] == "pixel" and meta["norm_scale"] == 1.0 and meta["seed"] == 5
     assert meta["pixel_scale_arcsec"] == pytest.approx(0.1) and meta["band"] == "F814W"
     # rerun: resumes the finished run from the checkpoint, identical weights
@@ -126,5 +126,5 @@ def test_train_autoencoder_from_files(tmp_path):
     gs = read_galaxies(paths["val"])
     gs.attrs["norm_scale"] = 3.0
     write_galaxies(tmp_path / "val_bad.h5", gs)
-    with pytest.raises(ValueError, match="val_bad.h5.*norm_scale"):
+    with pytest.raises(ValueError, match=r"val_bad.h5.*norm_scale"):
         train(tmp_path / "val_bad.h5", "m3.pt", "h3.csv", "ckpt3")

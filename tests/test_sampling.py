@@ -6,15 +6,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _galaxies import make_galaxies
-from test_generator import make_model_dir
 
+from _galaxies import make_galaxies
 from morphoflow.autoencoder import load_autoencoder
 from morphoflow.autoencoder.forward import fft_convolve
 from morphoflow.config import load_config
 from morphoflow.contract import ContractError, read_galaxies, write_galaxies
 from morphoflow.flow import OutOfRangeError
 from morphoflow.sampling import run_sample
+from test_generator import make_model_dir
 
 torch.set_num_threads(1)
 

@@ -142,7 +142,7 @@ def test_corrupted_or_foreign_checkpoint(tmp_path, content):
     else:
         ckpt.write_bytes(content)
     train, val = _data()
-    with pytest.raises(ModelFileError, match="checkpoint.pt: .*morphoflow training checkpoint"):
+    with pytest.raises(ModelFileError, match=r"checkpoint.pt: .*morphoflow training checkpoint"):
         fit(_model(), _loss, train, val, _settings(max_epochs=1), tmp_path, run_key={}, progress=False)
 
 
@@ -151,7 +151,7 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     fit(_model(), _loss, train, val, _settings(max_epochs=1), tmp_path, run_key={}, progress=False)
     torch.manual_seed(0)
     wider = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
-    with pytest.raises(ModelFileError, match="checkpoint.pt: the morphoflow training checkpoint does not fit"):
+    with pytest.raises(ModelFileError, match=r"checkpoint.pt: the morphoflow training checkpoint does not fit"):
         fit(wider, _loss, train, val, _settings(max_epochs=1), tmp_path, run_key={}, progress=False)
 
 
@@ -182,11 +182,11 @@ def test_settings_from_config_and_device():
     # every value comes from the config, none from a field default
     for key, value in block.items():
         assert getattr(s, key) == value, key
-    with pytest.raises(ValueError, match="train.learning_rate"):
+    with pytest.raises(ValueError, match=r"train.learning_rate"):
         TrainSettings.from_config(dict(block, learning_rate=1e-3), seed=0)
-    with pytest.raises(ValueError, match="train.batch_size"):
+    with pytest.raises(ValueError, match=r"train.batch_size"):
         TrainSettings.from_config(dict(block, batch_size=0), seed=0)
-    with pytest.raises(ValueError, match="train.patience' is missing"):
+    with pytest.raises(ValueError, match=r"train.patience' is missing"):
         TrainSettings.from_config({k: v for k, v in block.items() if k != "patience"}, seed=0)
     assert select_device("cpu").type == "cpu"
     assert select_device("auto").type in ("cpu", "cuda", "mps")

@@ -130,7 +130,7 @@ class Generator:
         device: str = "cpu",
         on_out_of_range: str | None = None,
         batch_size: int = 256,
-    ) -> "Generator":
+    ) -> Generator:
         r"""Load from a results directory ``path`` holding ``autoencoder/model.pt`` and ``flow/model.pt``,
         or from the two files given explicitly (``autoencoder=``, ``flow=``; they override ``path``)."""
 

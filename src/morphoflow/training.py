@@ -27,15 +27,15 @@ References:
 from __future__ import annotations
 
 __all__ = [
-    "TrainSettings",
     "FitResult",
-    "TrainingInterrupted",
     "NonFiniteLossError",
+    "TrainSettings",
+    "TrainingInterrupted",
     "TrainingState",
-    "select_device",
-    "lr_factor",
     "fit",
+    "lr_factor",
     "run_key_hash",
+    "select_device",
 ]
 
 import dataclasses
@@ -127,7 +127,7 @@ class TrainSettings:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, train: Mapping[str, Any], seed: int) -> "TrainSettings":
+    def from_config(cls, train: Mapping[str, Any], seed: int) -> TrainSettings:
         r"""Build settings from a validated config's ``train`` block and the global ``seed``.
 
         ``train`` must hold every setting but ``seed`` (:func:`morphoflow.config.load_config` and the
@@ -278,7 +278,7 @@ class TrainingState:
         }
 
     @classmethod
-    def from_payload(cls, ckpt: Mapping[str, Any]) -> "TrainingState":
+    def from_payload(cls, ckpt: Mapping[str, Any]) -> TrainingState:
         r"""The state saved by :meth:`payload` (``resumed_from_step`` = the saved step).
 
         Raises:
@@ -349,13 +349,13 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _numpy_state() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the global RNG, on purpose
     return [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)]
 
 
 def _set_numpy_state(state: list) -> None:
     name, keys, pos, has_gauss, cached = state
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
 
 
 def _python_state() -> list:
@@ -383,7 +383,7 @@ class _SigtermFlag:
         self._old: Any = None
         self._installed = False
 
-    def __enter__(self) -> "_SigtermFlag":
+    def __enter__(self) -> _SigtermFlag:
         if threading.current_thread() is threading.main_thread():
             self._old = signal.getsignal(signal.SIGTERM)
             signal.signal(signal.SIGTERM, self._handle)
@@ -455,7 +455,7 @@ def _start(run: _Run) -> TrainingState:
 
     seed = run.settings.seed
     torch.manual_seed(item_seed(seed, 0, "fit"))
-    np.random.seed(item_seed(seed, 0, "fit-numpy") % 2**32)
+    np.random.seed(item_seed(seed, 0, "fit-numpy") % 2**32)  # noqa: NPY002 - losses may use the global RNG
     random.seed(item_seed(seed, 0, "fit-python"))
     if not run.ckpt_path.exists():
         return TrainingState()

@@ -2,7 +2,7 @@ r"""Save and load a trained :class:`~morphoflow.flow.model.ConditionalFlow` (``w
 
 from __future__ import annotations
 
-__all__ = ["FLOW_FORMAT", "FLOW_WHAT", "save_flow", "load_flow"]
+__all__ = ["FLOW_FORMAT", "FLOW_WHAT", "load_flow", "save_flow"]
 
 import os
 from collections.abc import Mapping

@@ -34,15 +34,15 @@ from __future__ import annotations
 
 __all__ = [
     "KINDS",
+    "ConditionalFlow",
     "OutOfRangeError",
     "OutOfRangeWarning",
     "Standardizer",
-    "ConditionalFlow",
-    "build_flow",
-    "flow_hyper",
-    "base_noise",
-    "check_range",
     "as_table",
+    "base_noise",
+    "build_flow",
+    "check_range",
+    "flow_hyper",
 ]
 
 import dataclasses
@@ -123,7 +123,7 @@ class Standardizer:
     std: list[float]
 
     @classmethod
-    def fit(cls, x: np.ndarray, min_std: float = 1e-8) -> "Standardizer":
+    def fit(cls, x: np.ndarray, min_std: float = 1e-8) -> Standardizer:
         r"""Fit on rows of ``x`` (N, D); a constant column gets std 1."""
 
         x = np.asarray(x, dtype=np.float64)
@@ -220,10 +220,10 @@ class ConditionalFlow(nn.Module):
                 raise ValueError(f"{name}: context column '{col}' holds non-finite values")
             cols.append(v)
         n = max((len(c) for c in cols), default=0)
-        for col, v in zip(self.context_columns, cols):
+        for col, v in zip(self.context_columns, cols, strict=True):
             if len(v) != n:
                 raise ValueError(f"{name}: context column '{col}' has {len(v)} values, expected {n}")
-        check_range(dict(zip(self.context_columns, cols)), self.context_range, on_out_of_range, name)
+        check_range(dict(zip(self.context_columns, cols, strict=True)), self.context_range, on_out_of_range, name)
         if not cols:
             return np.zeros((n, 0), np.float32)
         return np.stack(cols, axis=-1).astype(np.float32)

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
-from test_generator import make_model_dir
 
 from morphoflow.cli import main
 from morphoflow.flow import OutOfRangeWarning
 from morphoflow.generator import Generator
+from test_generator import make_model_dir
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -85,3 +85,9 @@ def test_cli_conditions_table_and_errors(model_dir, tmp_path, capsys):
     assert not (tmp_path / "e.fits").exists()
     code, _, err = cli_inprocess(capsys, *args, "-o", str(tmp_path / "w.fits"))
     assert code == 1 and "exists (pass --overwrite" in err
+    # a flow file that is not one is named (read by morphoflow.checkpoint, the one loader of model files)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    code, _, err = cli_inprocess(capsys, "sample", "--autoencoder", str(model_dir / "autoencoder" / "model.pt"),
+                                 "--flow", str(bad), "--mag", "18", "-o", str(tmp_path / "b.fits"))
+    assert code == 1 and "bad.pt: corrupted or unreadable morphoflow conditional-flow file" in err

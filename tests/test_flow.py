@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from morphoflow.autoencoder.latents import read_latents
+from morphoflow.checkpoint import ModelFileError
+from morphoflow.config import load_config
+from morphoflow.contract import ContractError
 from morphoflow.flow import (
     KINDS,
     ConditionalFlow,
@@ -18,18 +22,24 @@ from morphoflow.flow import (
     Standardizer,
     build_flow,
     flow_hyper,
-    evaluate_flow_file,
     load_flow,
     nll_per_dim,
-    read_latent_table,
     save_flow,
     train_conditional_flow,
-    train_flow_from_files,
 )
+from morphoflow.flow.evaluate import run_evaluate_flow
+from morphoflow.flow.train import run_train_flow
 
 torch.set_num_threads(1)
 
-TRAIN = dict(max_epochs=1, batch_size=64, lr=3e-3, warmup_steps=5, patience=5, checkpoint_every=1000, device="cpu", bf16=False)
+TRAIN = dict(max_epochs=1, batch_size=64, lr=3e-3, weight_decay=0.0, warmup_steps=5, patience=5, checkpoint_every=1000,
+             device="cpu", bf16=False)
+
+
+def flow_config(train: dict | None = None, **keys) -> dict:
+    r"""A validated ``flow`` section: ``keys`` and :data:`TRAIN` updated by ``train``, the rest from the schema."""
+
+    return load_config(overrides={"flow": dict(keys, train=dict(TRAIN, **(train or {})))})["flow"]
 
 
 def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +55,9 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_flow_learns_conditional_mean_and_spread(tmp_path):
     t, c = synthetic(3000, 0)
     vt, vc = synthetic(500, 1)
-    cfg = dict(kind="nsf", transforms=2, hidden_features=[32, 32], bins=8, passes=2)
-    train = dict(TRAIN, max_epochs=25, batch_size=128, lr=5e-3, warmup_steps=20)
-    flow = train_conditional_flow(t, c, vt, vc, cfg, train, 0, tmp_path / "work", tmp_path / "history.csv",
+    cfg = flow_config(dict(max_epochs=25, batch_size=128, lr=5e-3, warmup_steps=20),
+                      kind="nsf", transforms=2, hidden_features=[32, 32], bins=8, passes=2)
+    flow = train_conditional_flow(t, c, vt, vc, cfg, 0, tmp_path / "work", tmp_path / "history.csv",
                                   context_columns=["a", "b"], progress=False)
     assert (tmp_path / "history.csv").exists()
 
@@ -68,10 +78,10 @@ def test_flow_learns_conditional_mean_and_spread(tmp_path):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_kind_trains_and_samples(tmp_path, kind):
     t, c = synthetic(128, 3)
-    cfg = dict(kind=kind, hidden_features=[16], transforms=2)
+    cfg = flow_config(kind=kind, hidden_features=[16], transforms=2)
     if kind == "cnf":
-        cfg = dict(kind=kind, hidden_features=[16], atol=1e-4, rtol=1e-3)
-    flow = train_conditional_flow(t, c, t[:32], c[:32], cfg, dict(TRAIN, batch_size=64), 0, tmp_path, None,
+        cfg = flow_config(kind=kind, hidden_features=[16], atol=1e-4, rtol=1e-3)
+    flow = train_conditional_flow(t, c, t[:32], c[:32], cfg, 0, tmp_path, None,
                                   context_columns=["a", "b"], progress=False)
     assert flow.kind == kind
     z = flow.sample(c[:5], seeds=range(5))
@@ -96,7 +106,7 @@ def test_sampling_is_seeded_per_item():
 def test_build_flow_rejects_bad_kind_and_hyper():
     with pytest.raises(ValueError, match="unknown flow kind 'glow'"):
         build_flow("glow", 2, 1)
-    with pytest.raises(ValueError, match="'cnf' does not take.*bins"):
+    with pytest.raises(ValueError, match=r"'cnf' does not take.*bins"):
         build_flow("cnf", 2, 1, bins=8)
 
 
@@ -128,8 +138,11 @@ def test_save_load_roundtrip(tmp_path):
     ctx = np.array([[0.1, 3.0], [0.5, 2.5]], np.float32)
     np.testing.assert_array_equal(back.sample(ctx, [1, 2]), flow.sample(ctx, [1, 2]))
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="bad.pt: not a readable torch checkpoint"):
+    with pytest.raises(ModelFileError, match=r"bad.pt: corrupted or unreadable morphoflow conditional-flow file"):
         load_flow(tmp_path / "bad.pt")
+    torch.save({"format": "morphoflow-checkpoint-v1"}, tmp_path / "ckpt.pt")  # a training checkpoint
+    with pytest.raises(ModelFileError, match=r"ckpt.pt: not a morphoflow conditional-flow file"):
+        load_flow(tmp_path / "ckpt.pt")
 
 
 def write_latents(path, z, cat):
@@ -146,17 +159,18 @@ def test_rule_functions_on_latent_files(tmp_path):
         t, c = synthetic(200, 10 + i)
         files[split] = tmp_path / f"{split}.h5"
         write_latents(files[split], t, {"id": np.arange(200) + 1000 * i, "mag": c[:, 0] + 22, "redshift": c[:, 1] + 1})
-    cfg = dict(kind="nsf", context=["mag", "redshift"], transforms=2, hidden_features=[16], train=TRAIN, out_of_range="error")
-    train_flow_from_files(files["train"], files["val"], tmp_path / "model.pt", tmp_path / "history.csv", cfg, 0,
-                          tmp_path / "ckpt", progress=False)
+    cfg = flow_config(kind="nsf", context=["mag", "redshift"], transforms=2, hidden_features=[16], out_of_range="error")
+    run_train_flow(train=files["train"], val=files["val"], model=tmp_path / "model.pt",
+                   history=tmp_path / "history.csv", checkpoints=tmp_path / "ckpt", config={"flow": cfg, "seed": 0},
+                   progress=False)
     flow = load_flow(tmp_path / "model.pt")
     assert flow.meta["out_of_range"] == "error" and flow.meta["band"] == "F814W"
-    metrics = evaluate_flow_file(tmp_path / "model.pt", files["test"], tmp_path / "m.json")
+    metrics = run_evaluate_flow(model=tmp_path / "model.pt", test=files["test"], metrics=tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     assert np.isfinite(metrics["test_nll_per_dim"]) and metrics["n_test"] == 200
 
-    with pytest.raises(ValueError, match=r"train.h5: dataset 'catalog/hlr_arcsec' is missing"):
-        read_latent_table(files["train"], ["mag", "hlr_arcsec"])
+    with pytest.raises(ContractError, match=r"train.h5: dataset 'catalog/hlr_arcsec' is missing"):
+        read_latents(files["train"]).context(["mag", "hlr_arcsec"])
 
 
 def test_default_config_builds_every_kind():

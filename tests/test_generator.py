@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import morphoflow
+from morphoflow.autoencoder import build_autoencoder, save_autoencoder
+from morphoflow.config import load_config
 from morphoflow.flow import OutOfRangeError, OutOfRangeWarning, save_flow, train_conditional_flow
 from morphoflow.generator import GeneratedGalaxies, Generator, to_galsim
-from morphoflow.autoencoder import build_autoencoder, save_autoencoder
 
 torch.set_num_threads(1)
 
@@ -26,8 +27,15 @@ PIXEL_SCALE = 0.1
 def make_model_dir(root: Path, latent_dim: int = 3, size: int = 32, out_of_range: str = "warn") -> Path:
     r"""A results folder with a real (untrained) autoencoder and a flow trained for 2 epochs on latents = f(conditions) + noise."""
 
+    config = load_config(overrides={
+        "autoencoder": {"model": "ae", "latent_dim": latent_dim, "widths": [8, 8], "blocks": 1, "patch": 1,
+                        "psf_aware": True},
+        "flow": {"kind": "nsf", "context": COLUMNS, "transforms": 2, "hidden_features": [16], "bins": 4, "passes": 2,
+                 "train": {"max_epochs": 2, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 2,
+                           "device": "cpu", "bf16": False}},
+    })
     torch.manual_seed(0)
-    ae_cfg = {"model": "ae", "latent_dim": latent_dim, "widths": [8, 8], "blocks": 1, "psf_aware": True}
+    ae_cfg = config["autoencoder"]
     ae = build_autoencoder(ae_cfg, (1, size, size))
     save_autoencoder(
         root / "autoencoder" / "model.pt",
@@ -40,10 +48,8 @@ def make_model_dir(root: Path, latent_dim: int = 3, size: int = 32, out_of_range
     ctx = np.stack([rng.uniform(*RANGES[c], n) for c in COLUMNS], axis=-1).astype(np.float32)
     z = (ctx @ rng.normal(size=(3, latent_dim)) + 0.3 * rng.standard_normal((n, latent_dim))).astype(np.float32)
     flow = train_conditional_flow(
-        z, ctx, z[:64], ctx[:64],
-        {"kind": "nsf", "transforms": 2, "hidden_features": [16], "bins": 4, "passes": 2},
-        {"max_epochs": 2, "batch_size": 64, "warmup_steps": 2, "device": "cpu", "bf16": False},
-        0, root / "flow" / "checkpoints", None, context_columns=COLUMNS, progress=False,
+        z, ctx, z[:64], ctx[:64], config["flow"], 0, root / "flow" / "checkpoints", None,
+        context_columns=COLUMNS, progress=False,
     )
     save_flow(root / "flow" / "model.pt", flow, {"out_of_range": out_of_range})
     return root
@@ -114,7 +120,7 @@ def test_galsim_objects_reproduce_sample_pixels(model_dir):
     pixels = gen.sample(cond, n=2, seed=3).images[:, 0]
     objs = gen.galsim_objects(cond, n=2, seed=3)
     assert len(objs) == 4 and all(isinstance(o, galsim.InterpolatedImage) for o in objs)
-    for obj, ref in zip(objs, pixels):
+    for obj, ref in zip(objs, pixels, strict=True):
         assert obj.flux == pytest.approx(ref.sum(), rel=1e-5)  # flux-preserving, in counts
         img = obj.drawImage(nx=32, ny=32, scale=PIXEL_SCALE, method="no_pixel").array
         np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-6 * ref.max())
@@ -127,11 +133,11 @@ def test_galsim_objects_convolve_like_the_pixels():
     images = np.stack([
         galsim.Sersic(n=n, half_light_radius=hlr, flux=flux).shear(q=0.6, beta=0.3 * galsim.radians)
         .drawImage(nx=48, ny=48, scale=PIXEL_SCALE, method="no_pixel").array[None]
-        for n, hlr, flux in zip([1.0, 1.5], [0.3, 0.5], rng.uniform(300, 1500, 2))
+        for n, hlr, flux in zip([1.0, 1.5], [0.3, 0.5], rng.uniform(300, 1500, 2), strict=True)
     ]).astype(np.float32)
     delta = galsim.Gaussian(sigma=1e-4)
     psf = galsim.Moffat(beta=3, fwhm=0.3)
-    for obj, ref in zip(to_galsim(images, PIXEL_SCALE), images[:, 0]):
+    for obj, ref in zip(to_galsim(images, PIXEL_SCALE), images[:, 0], strict=True):
         img = galsim.Convolve(obj, delta).drawImage(nx=48, ny=48, scale=PIXEL_SCALE, method="no_pixel").array
         # interpolant + Fourier draw: within 3% of the peak at the centre, 0.3% of it in rms
         np.testing.assert_allclose(img, ref, atol=0.03 * ref.max())

@@ -4,14 +4,26 @@ import pytest
 import torch
 
 from _galaxies import make_galaxies, write_split
-from morphoflow.autoencoder import AE, VAE, ModelFileError, build_autoencoder, load_autoencoder, save_autoencoder
+from morphoflow.autoencoder import AE, VAE, build_autoencoder, load_autoencoder, save_autoencoder
 from morphoflow.autoencoder.objective import AutoencoderLoss, stamp_tensors
-from morphoflow.autoencoder.train import train_autoencoder
+from morphoflow.autoencoder.train import run_train_autoencoder
+from morphoflow.checkpoint import ModelFileError
+from morphoflow.config import load_config
 from morphoflow.training import TrainSettings, fit
 
 torch.set_num_threads(1)
 
-TINY = {"model": "vae", "latent_dim": 8, "widths": [16, 32], "blocks": 1, "patch": 2, "psf_aware": True, "beta": 0.1}
+TINY_KEYS = {"model": "vae", "latent_dim": 8, "widths": [16, 32], "blocks": 1, "patch": 2, "psf_aware": True,
+             "beta": 0.1}
+
+
+def ae_config(**keys) -> dict:
+    r"""A validated ``autoencoder`` section: the tiny model with ``keys`` on top, the rest from the schema."""
+
+    return load_config(overrides={"autoencoder": dict(TINY_KEYS, **keys)})["autoencoder"]
+
+
+TINY = ae_config()
 
 
 @pytest.mark.parametrize("kind", ["vae", "ae"])
@@ -53,9 +65,9 @@ def test_psf_unaware_decoder_is_linear_output():
 def test_bad_shapes_and_kinds():
     with pytest.raises(ValueError, match="divisible"):
         build_autoencoder(dict(TINY, widths=[8, 8, 8, 8, 8]), (1, 32, 32))
-    with pytest.raises(ValueError, match="autoencoder.model"):
+    with pytest.raises(ValueError, match=r"autoencoder.model"):
         build_autoencoder(dict(TINY, model="gan"), (1, 32, 32))
-    with pytest.raises(ValueError, match="autoencoder.blocks"):
+    with pytest.raises(ValueError, match=r"autoencoder.blocks"):
         build_autoencoder(dict(TINY, blocks=[1, 1, 1]), (1, 32, 32))
 
 
@@ -79,28 +91,33 @@ def test_save_load_roundtrip_and_bad_files(tmp_path):
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(ModelFileError, match="bad.pt"):
+    with pytest.raises(ModelFileError, match=r"bad.pt"):
         load_autoencoder(bad)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(ModelFileError, match="foreign.pt"):
+    with pytest.raises(ModelFileError, match=r"foreign.pt"):
         load_autoencoder(foreign)
-    with pytest.raises(ModelFileError, match="missing.pt"):
+    with pytest.raises(ModelFileError, match=r"missing.pt"):
         load_autoencoder(tmp_path / "missing.pt")
 
 
 def test_train_autoencoder_from_files(tmp_path):
     paths = write_split(tmp_path / "data", n=32, size=32, per_galaxy_psf=True)
-    config = dict(TINY, likelihood="auto", train={"max_epochs": 2, "batch_size": 16, "device": "cpu"})
-    res = train_autoencoder(paths["train"], paths["val"], tmp_path / "model.pt", tmp_path / "history.csv",
-                            tmp_path / "ckpt", config, seed=5, progress=False)
+    config = {"autoencoder": ae_config(likelihood="auto", train={"max_epochs": 2, "batch_size": 16, "device": "cpu"}),
+              "seed": 5}
+
+    def train(val, model, history, checkpoints):
+        return run_train_autoencoder(train=paths["train"], val=val, model=tmp_path / model,
+                                     history=tmp_path / history, checkpoints=tmp_path / checkpoints,
+                                     config=config, progress=False)
+
+    res = train(paths["val"], "model.pt", "history.csv", "ckpt")
     assert res.steps == 4 and (tmp_path / "history.csv").exists()
-    model, meta = load_autoencoder(tmp_path / "model.pt")
+    _, meta = load_autoencoder(tmp_path / "model.pt")
     assert meta["likelihood"] == "pixel" and meta["norm_scale"] == 1.0 and meta["seed"] == 5
     assert meta["pixel_scale_arcsec"] == pytest.approx(0.1) and meta["band"] == "F814W"
     # rerun: resumes the finished run from the checkpoint, identical weights
-    res2 = train_autoencoder(paths["train"], paths["val"], tmp_path / "model2.pt", tmp_path / "history2.csv",
-                             tmp_path / "ckpt", config, seed=5, progress=False)
+    res2 = train(paths["val"], "model2.pt", "history2.csv", "ckpt")
     assert res2.resumed_from_step == 4
     assert all(torch.equal(v, res2.state_dict[k]) for k, v in res.state_dict.items())
     # a val file normalised differently is refused, naming the file and attribute
@@ -109,6 +126,5 @@ def test_train_autoencoder_from_files(tmp_path):
     gs = read_galaxies(paths["val"])
     gs.attrs["norm_scale"] = 3.0
     write_galaxies(tmp_path / "val_bad.h5", gs)
-    with pytest.raises(ValueError, match="val_bad.h5.*norm_scale"):
-        train_autoencoder(paths["train"], tmp_path / "val_bad.h5", tmp_path / "m3.pt", tmp_path / "h3.csv",
-                          tmp_path / "ckpt3", config, seed=5, progress=False)
+    with pytest.raises(ValueError, match=r"val_bad.h5.*norm_scale"):
+        train(tmp_path / "val_bad.h5", "m3.pt", "h3.csv", "ckpt3")

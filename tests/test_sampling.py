@@ -6,14 +6,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _galaxies import make_galaxies
-from test_generator import make_model_dir
 
-from morphoflow.contract import read_galaxies, write_galaxies
-from morphoflow.flow import OutOfRangeError
-from morphoflow.autoencoder.forward import fft_convolve
+from _galaxies import make_galaxies
 from morphoflow.autoencoder import load_autoencoder
-from morphoflow.sampling import sample_galaxies
+from morphoflow.autoencoder.forward import fft_convolve
+from morphoflow.config import load_config
+from morphoflow.contract import ContractError, read_galaxies, write_galaxies
+from morphoflow.flow import OutOfRangeError
+from morphoflow.sampling import run_sample
+from test_generator import make_model_dir
 
 torch.set_num_threads(1)
 
@@ -26,9 +27,25 @@ def setup(tmp_path_factory):
     return root
 
 
-def run(root, out, method="flow", **kw):
-    return sample_galaxies(root / "test.h5", root / "autoencoder" / "model.pt", out, method=method,
-                           flow_path=root / "flow" / "model.pt", seed=3, progress=False, **kw)
+def rule_config(seed: int = 3, batch_size: int | None = None, out_of_range: str | None = None) -> dict:
+    r"""The ``config`` of rule ``sample`` (``pick("sample", "seed", "flow.out_of_range")``) of a validated config."""
+
+    overrides = {"seed": seed}
+    if batch_size is not None:
+        overrides["sample"] = {"batch_size": batch_size}
+    if out_of_range is not None:
+        overrides["flow"] = {"out_of_range": out_of_range}
+    cfg = load_config(overrides=overrides)
+    return {"sample": cfg["sample"], "seed": cfg["seed"], "flow": {"out_of_range": cfg["flow"]["out_of_range"]}}
+
+
+def sample(test, root, out, method="flow", **config):
+    return run_sample(test=test, autoencoder=root / "autoencoder" / "model.pt", samples=out, method=method,
+                      config=rule_config(**config), flow=root / "flow" / "model.pt", progress=False)
+
+
+def run(root, out, method="flow", **config):
+    return sample(root / "test.h5", root, out, method, **config)
 
 
 def test_flow_samples_follow_the_contract_and_the_test_noise(setup, tmp_path):
@@ -84,15 +101,13 @@ def test_gaussian_baseline_and_noise_power(setup, tmp_path):
 def test_bad_inputs_are_named(setup, tmp_path):
     small = make_galaxies(4, 16, seed=1)
     write_galaxies(tmp_path / "test.h5", small)
-    with pytest.raises(ValueError, match=r"test.h5: images are \(1, 16, 16\) but the autoencoder"):
-        sample_galaxies(tmp_path / "test.h5", setup / "autoencoder" / "model.pt", tmp_path / "x.h5",
-                        method="flow", flow_path=setup / "flow" / "model.pt", progress=False)
+    with pytest.raises(ContractError, match=r"test.h5: dataset 'images' stamps \[1, 16, 16\] do not match the model's"):
+        sample(tmp_path / "test.h5", setup, tmp_path / "x.h5", seed=0)
     with pytest.raises(ValueError, match="unknown sampling method 'prior'"):
         run(setup, tmp_path / "x.h5", method="prior")
     gs = make_galaxies(4, 32, seed=2)
     gs.catalog["redshift"][:] = 5.0
     write_galaxies(tmp_path / "far.h5", gs)
     with pytest.raises(OutOfRangeError, match=r"far.h5 catalog: context column 'redshift' = 5"):
-        sample_galaxies(tmp_path / "far.h5", setup / "autoencoder" / "model.pt", tmp_path / "x.h5",
-                        flow_path=setup / "flow" / "model.pt", on_out_of_range="error", progress=False)
+        sample(tmp_path / "far.h5", setup, tmp_path / "x.h5", seed=0, out_of_range="error")
     assert not (tmp_path / "x.h5").exists()

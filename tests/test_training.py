@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from morphoflow.checkpoint import ModelFileError
+from morphoflow.config import load_config
 from morphoflow.training import (
-    CheckpointError,
     NonFiniteLossError,
     TrainingInterrupted,
     TrainSettings,
@@ -103,11 +104,21 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path):
                 os.kill(os.getpid(), signal.SIGTERM)
         return _loss(model, batch)
 
+    before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted) as info:
         fit(_model(), killing_loss, train, val, settings, tmp_path / "run", run_key={"k": 1}, progress=False)
     assert info.value.code == 143 and "step 7" in str(info.value)
-    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
-    res = fit(_model(), _loss, train, val, settings, tmp_path / "run", run_key={"k": 1}, progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before  # the very handler of before fit() is restored
+
+    def own_handler(signum, frame):  # a caller's own handler survives a (resumed) fit() too
+        raise AssertionError("SIGTERM reached the caller's handler")
+
+    signal.signal(signal.SIGTERM, own_handler)
+    try:
+        res = fit(_model(), _loss, train, val, settings, tmp_path / "run", run_key={"k": 1}, progress=False)
+        assert signal.getsignal(signal.SIGTERM) is own_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert res.resumed_from_step == 7
     assert res.steps == ref.steps
     for k, v in ref.state_dict.items():
@@ -131,8 +142,17 @@ def test_corrupted_or_foreign_checkpoint(tmp_path, content):
     else:
         ckpt.write_bytes(content)
     train, val = _data()
-    with pytest.raises(CheckpointError, match="checkpoint.pt"):
+    with pytest.raises(ModelFileError, match=r"checkpoint.pt: .*morphoflow training checkpoint"):
         fit(_model(), _loss, train, val, _settings(max_epochs=1), tmp_path, run_key={}, progress=False)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    train, val = _data()
+    fit(_model(), _loss, train, val, _settings(max_epochs=1), tmp_path, run_key={}, progress=False)
+    torch.manual_seed(0)
+    wider = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    with pytest.raises(ModelFileError, match=r"checkpoint.pt: the morphoflow training checkpoint does not fit"):
+        fit(wider, _loss, train, val, _settings(max_epochs=1), tmp_path, run_key={}, progress=False)
 
 
 def test_nonfinite_loss_names_step_and_keeps_checkpoint(tmp_path):
@@ -151,16 +171,23 @@ def test_nonfinite_loss_names_step_and_keeps_checkpoint(tmp_path):
         fit(_model(), bad_loss, train, val, _settings(max_epochs=3), tmp_path, run_key={}, progress=False)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 5  # the last good checkpoint (period 5), not overwritten
+    assert ckpt["format"] == "morphoflow-checkpoint-v1" and "rng_data" not in ckpt  # data order: from (seed, epoch)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
 def test_settings_from_config_and_device():
-    s = TrainSettings.from_config({"lr": 3e-4, "max_epochs": 2}, seed=9)
-    assert s.lr == 3e-4 and s.max_epochs == 2 and s.seed == 9 and s.batch_size == 64
-    with pytest.raises(ValueError, match="train.learning_rate"):
-        TrainSettings.from_config({"learning_rate": 1e-3}, seed=0)
-    with pytest.raises(ValueError, match="train.batch_size"):
-        TrainSettings.from_config({"batch_size": 0}, seed=0)
+    block = load_config(overrides={"autoencoder": {"train": {"lr": 3e-4, "max_epochs": 2}}})["autoencoder"]["train"]
+    s = TrainSettings.from_config(block, seed=9)
+    assert s.lr == 3e-4 and s.max_epochs == 2 and s.seed == 9 and s.batch_size == 32  # the schema's default
+    # every value comes from the config, none from a field default
+    for key, value in block.items():
+        assert getattr(s, key) == value, key
+    with pytest.raises(ValueError, match=r"train.learning_rate"):
+        TrainSettings.from_config(dict(block, learning_rate=1e-3), seed=0)
+    with pytest.raises(ValueError, match=r"train.batch_size"):
+        TrainSettings.from_config(dict(block, batch_size=0), seed=0)
+    with pytest.raises(ValueError, match=r"train.patience' is missing"):
+        TrainSettings.from_config({k: v for k, v in block.items() if k != "patience"}, seed=0)
     assert select_device("cpu").type == "cpu"
     assert select_device("auto").type in ("cpu", "cuda", "mps")
 

@@ -12,7 +12,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Generator", "GeneratedGalaxies"]
+__all__ = ["GeneratedGalaxies", "Generator", "__version__"]
 
 _LAZY = {"Generator": "morphoflow.generator", "GeneratedGalaxies": "morphoflow.generator"}
 

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["ModelFileError", "save_torch_file", "load_torch_file", "plain"]
+__all__ = ["ModelFileError", "load_torch_file", "plain", "save_torch_file"]
 
 import os
 from collections.abc import Mapping
@@ -53,7 +53,7 @@ def load_torch_file(path: str | os.PathLike, file_format: str, *, what: str) -> 
         raise ModelFileError(f"{path}: {what} file not found")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as err:  # any unpickling failure means a bad file
         raise ModelFileError(f"{path}: corrupted or unreadable {what} file ({type(err).__name__}: {err})") from err
     if not isinstance(blob, dict) or blob.get("format") != file_format:
         raise ModelFileError(f"{path}: not a {what} file (missing format '{file_format}')")

@@ -93,10 +93,10 @@ def _sample(argv: Sequence[str]) -> int:
     columns: list[str] = []
     flow_path = _flow_path(pre)
     if flow_path is not None and flow_path.exists():
-        import torch
+        from .checkpoint import load_torch_file
+        from .flow.io import FLOW_FORMAT, FLOW_WHAT
 
-        ckpt = torch.load(flow_path, map_location="cpu", weights_only=True)
-        columns = list(ckpt.get("context_columns", [])) if isinstance(ckpt, dict) else []
+        columns = list(load_torch_file(flow_path, FLOW_FORMAT, what=FLOW_WHAT).get("context_columns", []))
 
     parser, sample_parser = _base_parser(add_help=True)
     group = sample_parser.add_argument_group("conditions (from the model's context columns)")

@@ -1,15 +1,43 @@
 r"""The user-facing generator: galaxy images drawn on demand for given physical conditions.
 
 A :class:`Generator` bundles the trained conditional flow (stage 2) and the autoencoder's decoder
-(stage 1). Load it from a results directory and draw PSF-free, noiseless images in counts, or GalSim
-objects to shear, convolve with any PSF and draw inside your own simulation::
+(stage 1). Load it from a results directory (``Generator.load("results")`` after the DAG ran) and draw
+PSF-free, noiseless images in counts, or GalSim objects to shear, convolve with any PSF and draw inside
+your own simulation.
 
+Example (untrained models of a fixed seed stand in for a trained ``results/`` folder, so it runs anywhere):
+
+    >>> import tempfile, galsim, torch
     >>> from morphoflow import Generator
-    >>> gen = Generator.load("results")            # results/autoencoder/model.pt + results/flow/model.pt
-    >>> out = gen.sample({"mag": 23.5, "hlr_arcsec": 0.4, "redshift": 0.8}, n=16, seed=1)
-    >>> out.images.shape                           # (16, C, H, W), counts, out.pixel_scale_arcsec
+    >>> from morphoflow.autoencoder import build_autoencoder, save_autoencoder
+    >>> from morphoflow.config import load_config
+    >>> from morphoflow.flow import ConditionalFlow, Standardizer, save_flow
+    >>> results = tempfile.mkdtemp()
+    >>> _ = torch.manual_seed(0)
+    >>> ae = load_config(overrides={"autoencoder": {"latent_dim": 4, "widths": [8], "patch": 1}})["autoencoder"]
+    >>> save_autoencoder(f"{results}/autoencoder/model.pt", build_autoencoder(ae, (1, 32, 32)),
+    ...                  {"config": ae, "image_shape": [1, 32, 32], "norm_scale": 10.0, "pixel_scale_arcsec": 0.1})
+    >>> ranges = {"mag": (20.0, 25.0), "hlr_arcsec": (0.1, 1.0), "redshift": (0.1, 2.0)}
+    >>> target_std, context_std = Standardizer([0.0] * 4, [1.0] * 4), Standardizer([22.5, 0.5, 1.0], [1.5, 0.3, 0.5])
+    >>> flow = ConditionalFlow("nsf", 4, list(ranges), {"transforms": 2, "hidden_features": [16]},
+    ...                        target_std, context_std, ranges)
+    >>> save_flow(f"{results}/flow/model.pt", flow)
+    >>> gen = Generator.load(results)              # results/autoencoder/model.pt + results/flow/model.pt
+    >>> gen.context_columns
+    ['mag', 'hlr_arcsec', 'redshift']
+    >>> cond = {"mag": 23.5, "hlr_arcsec": 0.4, "redshift": 0.8}
+    >>> out = gen.sample(cond, n=16, seed=1)
+    >>> out.images.shape                           # (N, C, H, W) in counts, at out.pixel_scale_arcsec
+    (16, 1, 32, 32)
+    >>> bool((gen.sample(cond, n=16, seed=1).images == out.images).all())  # same seed, same images
+    True
     >>> objs = gen.galsim_objects({"mag": [22, 24], "hlr_arcsec": 0.3, "redshift": 1.0}, n=4)
-    >>> img = galsim.Convolve(objs[0].shear(g1=0.02), psf).drawImage(scale=0.2)
+    >>> len(objs)                                  # 2 conditions x 4 draws
+    8
+    >>> psf = galsim.Moffat(beta=3.0, fwhm=0.7)
+    >>> img = galsim.Convolve(objs[0].shear(g1=0.02), psf).drawImage(nx=48, ny=48, scale=0.2)
+    >>> img.array.shape
+    (48, 48)
 
 Conditions outside the training range of a context column warn or raise (``on_out_of_range``);
 the flow never extrapolates silently.
@@ -102,7 +130,7 @@ class Generator:
         device: str = "cpu",
         on_out_of_range: str | None = None,
         batch_size: int = 256,
-    ) -> "Generator":
+    ) -> Generator:
         r"""Load from a results directory ``path`` holding ``autoencoder/model.pt`` and ``flow/model.pt``,
         or from the two files given explicitly (``autoencoder=``, ``flow=``; they override ``path``)."""
 
@@ -224,6 +252,14 @@ def to_galsim(images: np.ndarray, pixel_scale_arcsec: float, *, channel: int = 0
 
     The profile's flux is the image sum (counts) and its pixel scale ``pixel_scale_arcsec`` [arcsec];
     drawn with ``method='no_pixel'`` on the same grid it gives the pixels back exactly.
+
+    Example:
+        >>> import numpy as np
+        >>> obj = to_galsim(np.ones((1, 1, 8, 8), np.float32), pixel_scale_arcsec=0.1)[0]
+        >>> round(float(obj.flux), 6)              # counts
+        64.0
+        >>> round(float(obj.drawImage(nx=8, ny=8, scale=0.1, method="no_pixel").array[4, 4]), 6)
+        1.0
     """
 
     import galsim

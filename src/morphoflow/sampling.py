@@ -23,8 +23,8 @@ __all__ = [
     "METHODS",
     "decode_latents",
     "observe",
-    "sample_latents",
     "run_sample",
+    "sample_latents",
 ]
 
 import logging

@@ -9,12 +9,12 @@ convolution, likelihoods, noise), :mod:`.objective` (the training loss), :mod:`.
 from __future__ import annotations
 
 __all__ = [
-    "VAE",
     "AE",
     "MODEL_KINDS",
+    "VAE",
     "build_autoencoder",
-    "save_autoencoder",
     "load_autoencoder",
+    "save_autoencoder",
 ]
 
 from .io import MODEL_KINDS, build_autoencoder, load_autoencoder, save_autoencoder

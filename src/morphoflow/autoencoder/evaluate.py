@@ -16,8 +16,15 @@ Figures (``results/autoencoder/test_metrics.json``):
 
 from __future__ import annotations
 
-__all__ = ["footprint_masks", "truth_footprints", "reconstruct_set", "test_metrics", "plot_reconstructions", "plot_loss",
-           "run_evaluate_autoencoder"]
+__all__ = [
+    "footprint_masks",
+    "plot_loss",
+    "plot_reconstructions",
+    "reconstruct_set",
+    "run_evaluate_autoencoder",
+    "test_metrics",
+    "truth_footprints",
+]
 
 import json
 import logging
@@ -34,7 +41,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from ..atomic import atomic_path
-from ..contract import ContractError, GalaxySet, read_galaxies
+from ..contract import GalaxySet, read_galaxies
 from .forward import fft_convolve
 from .io import check_stamps, load_autoencoder
 from .objective import AutoencoderLoss, stamp_tensors
@@ -148,7 +155,7 @@ def test_metrics(rec: dict[str, np.ndarray], gs: GalaxySet, fraction: float, nsi
         "test_ssim": float(np.mean(ssim)),
         "footprint_pixels_per_galaxy": float(npix / len(x)),
         "footprint_source": "truth" if from_truth else "segmentation",
-        "n_galaxies": int(len(x)),
+        "n_galaxies": len(x),
     }
 
 
@@ -191,7 +198,7 @@ def plot_loss(history: pd.DataFrame, path: str | os.PathLike) -> None:
 
     cols = [c for c in ("loss", "chi2", "kl") if f"train_{c}" in history]
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3), squeeze=False)
-    for ax, c in zip(axes[0], cols):
+    for ax, c in zip(axes[0], cols, strict=True):
         for split in ("train", "val"):
             if f"{split}_{c}" in history:
                 ax.plot(history["epoch"], history[f"{split}_{c}"], marker=".", label=split)

@@ -13,11 +13,11 @@ References:
 from __future__ import annotations
 
 __all__ = [
-    "psf_rfft",
-    "fft_convolve",
-    "rfft_weights",
-    "chi2_pixel",
     "chi2_fourier",
+    "chi2_pixel",
+    "fft_convolve",
+    "psf_rfft",
+    "rfft_weights",
     "sample_noise",
 ]
 

@@ -2,7 +2,7 @@ r"""Build, save and load stage-1 autoencoders (plain state dicts + metadata, ``w
 
 from __future__ import annotations
 
-__all__ = ["MODEL_KINDS", "MODEL_FORMAT", "build_autoencoder", "save_autoencoder", "load_autoencoder", "check_stamps"]
+__all__ = ["MODEL_FORMAT", "MODEL_KINDS", "build_autoencoder", "check_stamps", "load_autoencoder", "save_autoencoder"]
 
 import os
 from collections.abc import Mapping, Sequence

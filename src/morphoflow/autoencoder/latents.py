@@ -6,7 +6,7 @@ The latent file (``docs/data-format.md``) holds ``z_mean`` (N, D) (posterior mea
 
 from __future__ import annotations
 
-__all__ = ["LatentSet", "encode_galaxies", "write_latents", "read_latents", "run_extract_latents"]
+__all__ = ["LatentSet", "encode_galaxies", "read_latents", "run_extract_latents", "write_latents"]
 
 import dataclasses
 import logging

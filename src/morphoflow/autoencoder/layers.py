@@ -13,7 +13,7 @@ References:
 
 from __future__ import annotations
 
-__all__ = ["ResBlock", "ConvEncoder", "ConvDecoder"]
+__all__ = ["ConvDecoder", "ConvEncoder", "ResBlock"]
 
 import math
 from collections.abc import Sequence
@@ -92,7 +92,7 @@ class ConvEncoder(nn.Module):
         self.asinh_scale = float(asinh_scale)
         layers: list[nn.Module] = [nn.PixelUnshuffle(patch)] if patch > 1 else []
         prev = c * patch**2
-        for width, nb in zip(widths, _blocks(blocks, len(widths))):
+        for width, nb in zip(widths, _blocks(blocks, len(widths)), strict=True):
             layers.append(nn.Conv2d(prev, width, 3, stride=2, padding=1))
             layers.extend(ResBlock(width) for _ in range(nb))
             prev = width
@@ -137,7 +137,7 @@ class ConvDecoder(nn.Module):
         self.first = rev[0]
         self.head = nn.Linear(in_features, rev[0] * math.prod(self.grid))
         layers: list[nn.Module] = []
-        for i, (width, nb) in enumerate(zip(rev, _blocks(blocks, len(widths))[::-1])):
+        for i, (width, nb) in enumerate(zip(rev, _blocks(blocks, len(widths))[::-1], strict=True)):
             layers.extend(ResBlock(width) for _ in range(nb))
             out = rev[i + 1] if i + 1 < len(rev) else c * patch**2
             layers.append(nn.SiLU())

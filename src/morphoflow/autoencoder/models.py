@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["StampAutoencoder", "VAE", "AE"]
+__all__ = ["AE", "VAE", "StampAutoencoder"]
 
 from collections.abc import Sequence
 

@@ -8,7 +8,7 @@ Gaussian likelihood; KL is the VAE's posterior divergence (0 for the determinist
 
 from __future__ import annotations
 
-__all__ = ["StampTensors", "stamp_tensors", "AutoencoderLoss", "reconstruct"]
+__all__ = ["AutoencoderLoss", "StampTensors", "reconstruct", "stamp_tensors"]
 
 import dataclasses
 

@@ -7,7 +7,7 @@ the training file, counts); its noise model is ``noise_sigma / norm_scale`` or
 
 from __future__ import annotations
 
-__all__ = ["resolve_likelihood", "fingerprint", "run_train_autoencoder"]
+__all__ = ["fingerprint", "resolve_likelihood", "run_train_autoencoder"]
 
 import hashlib
 import logging

@@ -15,9 +15,9 @@ __all__ = [
     "build_flow",
     "flow_hyper",
     "load_flow",
+    "nll_per_dim",
     "save_flow",
     "train_conditional_flow",
-    "nll_per_dim",
 ]
 
 from .evaluate import nll_per_dim

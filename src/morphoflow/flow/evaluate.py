@@ -68,7 +68,7 @@ def run_evaluate_flow(
     figures = {
         "test_nll_per_dim": nll,
         "test_nll_per_dim_latent": nll + float(np.mean(np.log(cflow.target_std.std))),
-        "n_test": int(len(z)),
+        "n_test": len(z),
         "kind": cflow.kind,
         "features": cflow.features,
         "context": list(cflow.context_columns),

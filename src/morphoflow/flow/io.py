@@ -2,7 +2,7 @@ r"""Save and load a trained :class:`~morphoflow.flow.model.ConditionalFlow` (``w
 
 from __future__ import annotations
 
-__all__ = ["FLOW_FORMAT", "save_flow", "load_flow"]
+__all__ = ["FLOW_FORMAT", "FLOW_WHAT", "load_flow", "save_flow"]
 
 import os
 from collections.abc import Mapping
@@ -15,6 +15,7 @@ from .model import ConditionalFlow, Standardizer
 
 FLOW_FORMAT = "morphoflow-conditional-flow"
 FLOW_VERSION = 1
+FLOW_WHAT = "morphoflow conditional-flow"  # what a flow file is, in messages
 
 
 def save_flow(path: str | os.PathLike, cflow: ConditionalFlow, meta: Mapping[str, Any] | None = None) -> None:
@@ -45,7 +46,7 @@ def load_flow(path: str | os.PathLike, device: str | torch.device = "cpu") -> Co
         ModelFileError: the file is missing, corrupted, of another version or does not match its weights.
     """
 
-    ckpt = load_torch_file(path, FLOW_FORMAT, what="morphoflow conditional-flow")
+    ckpt = load_torch_file(path, FLOW_FORMAT, what=FLOW_WHAT)
     if ckpt.get("version") != FLOW_VERSION:
         raise ModelFileError(f"{path}: flow file version {ckpt.get('version')} is not supported ({FLOW_VERSION})")
     try:

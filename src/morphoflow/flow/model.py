@@ -34,15 +34,15 @@ from __future__ import annotations
 
 __all__ = [
     "KINDS",
+    "ConditionalFlow",
     "OutOfRangeError",
     "OutOfRangeWarning",
     "Standardizer",
-    "ConditionalFlow",
-    "build_flow",
-    "flow_hyper",
-    "base_noise",
-    "check_range",
     "as_table",
+    "base_noise",
+    "build_flow",
+    "check_range",
+    "flow_hyper",
 ]
 
 import dataclasses
@@ -67,10 +67,6 @@ KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
     "cnf": (zuko.flows.CNF, ("hidden_features", "freqs", "atol", "rtol", "exact")),
 }
 
-CHECKPOINT_FORMAT = "morphoflow-conditional-flow"
-CHECKPOINT_VERSION = 1
-
-
 class OutOfRangeError(ValueError):
     r"""A condition lies outside the training range of its context column."""
 
@@ -82,7 +78,7 @@ class OutOfRangeWarning(UserWarning):
 def flow_hyper(flow_cfg: Mapping[str, Any]) -> dict[str, Any]:
     r"""Pick from a ``flow`` config section the hyperparameters that its ``kind`` accepts."""
 
-    kind = flow_cfg.get("kind", "nsf")
+    kind = flow_cfg["kind"]
     if kind not in KINDS:
         raise ValueError(f"config key 'flow.kind': unknown flow kind '{kind}' (choose from {sorted(KINDS)})")
     keys = KINDS[kind][1]
@@ -127,7 +123,7 @@ class Standardizer:
     std: list[float]
 
     @classmethod
-    def fit(cls, x: np.ndarray, min_std: float = 1e-8) -> "Standardizer":
+    def fit(cls, x: np.ndarray, min_std: float = 1e-8) -> Standardizer:
         r"""Fit on rows of ``x`` (N, D); a constant column gets std 1."""
 
         x = np.asarray(x, dtype=np.float64)
@@ -224,10 +220,10 @@ class ConditionalFlow(nn.Module):
                 raise ValueError(f"{name}: context column '{col}' holds non-finite values")
             cols.append(v)
         n = max((len(c) for c in cols), default=0)
-        for col, v in zip(self.context_columns, cols):
+        for col, v in zip(self.context_columns, cols, strict=True):
             if len(v) != n:
                 raise ValueError(f"{name}: context column '{col}' has {len(v)} values, expected {n}")
-        check_range(dict(zip(self.context_columns, cols)), self.context_range, on_out_of_range, name)
+        check_range(dict(zip(self.context_columns, cols, strict=True)), self.context_range, on_out_of_range, name)
         if not cols:
             return np.zeros((n, 0), np.float32)
         return np.stack(cols, axis=-1).astype(np.float32)

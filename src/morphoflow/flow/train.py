@@ -2,7 +2,7 @@ r"""Stage-2 training: fit a :class:`~morphoflow.flow.model.ConditionalFlow` by m
 
 from __future__ import annotations
 
-__all__ = ["train_conditional_flow", "run_train_flow"]
+__all__ = ["run_train_flow", "train_conditional_flow"]
 
 import json
 import logging
@@ -93,7 +93,7 @@ def train_conditional_flow(
         "kind": kind,
         "hyper": json.dumps(hyper, sort_keys=True),
         "context": list(context_columns),
-        "n_train": int(len(target)),
+        "n_train": len(target),
         "features": int(target.shape[1]),
         "target_mean": [round(v, 6) for v in t_std.mean],
         "seed": int(seed),

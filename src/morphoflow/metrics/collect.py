@@ -9,7 +9,8 @@ The test split is cut deterministically into halves A and B by hashing the ids
 
 Non-finite numbers are never written: a property whose distance cannot be computed is reported
 as ``{"failed": true, "n_failed_real": int, "n_failed_generated": int}``. The layout is checked
-against ``docs/metrics.schema.json`` before the atomic write (:func:`write_metrics`).
+against the package schema ``morphoflow/schemas/metrics-output.schema.json``
+(:data:`METRICS_SCHEMA`) before the atomic write (:func:`write_metrics`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..atomic import atomic_path
+from ..config import SCHEMA_DIR
 from ..contract import ContractError, GalaxySet, read_galaxies
 from .c2st import c2st_auc
 from .distances import frechet_distance, split_halves, wasserstein_1d, with_floor
@@ -63,7 +65,8 @@ PROPERTIES: tuple[str, ...] = (
 #: Properties entered in the Fréchet feature vector as log10 (positive, heavy-tailed).
 LOG_FEATURES = ("flux", "r50", "sigma")
 
-METRICS_SCHEMA = Path(__file__).resolve().parents[3] / "docs" / "metrics.schema.json"
+#: The layout of ``metrics.json`` (package data).
+METRICS_SCHEMA = SCHEMA_DIR / "metrics-output.schema.json"
 
 
 def measure_properties(
@@ -195,7 +198,7 @@ def _clean(node: Any) -> Any:
 
 
 def write_metrics(path: str | os.PathLike, metrics: dict[str, Any], schema: str | os.PathLike = METRICS_SCHEMA) -> dict[str, Any]:
-    r"""Validate ``metrics`` against ``docs/metrics.schema.json`` and write it atomically as JSON.
+    r"""Validate ``metrics`` against :data:`METRICS_SCHEMA` and write it atomically as JSON.
 
     Another mode may add its own block (e.g. ``"particles"``) and call this. Returns the
     cleaned dictionary that was written.

@@ -483,12 +483,200 @@ def _soft_disc(dist: np.ndarray, radius: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(radius, np.float32)[:, None, None] - dist + np.float32(0.5), 0.0, 1.0)
 
 
+def _centroid(
+    img: np.ndarray, seg: np.ndarray, xs: np.ndarray, ys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Flux-weighted centre (x, y) in pixels of each segment (statmorph's ``_centroid``), and a flag
+    that the segment holds positive flux (else the stamp centre)."""
+    n, h, w = img.shape
+    src = np.where(seg, img, np.float32(0))
+    m0 = src.sum(axis=(1, 2))
+    ok = (m0 > 0) & seg.any(axis=(1, 2))
+    m0s = np.where(ok, m0, 1.0)
+    xc = np.where(ok, (src.sum(axis=1) @ xs) / m0s, (w - 1) / 2)
+    yc = np.where(ok, (src.sum(axis=2) @ ys) / m0s, (h - 1) / 2)
+    return np.clip(xc, 0, w - 1), np.clip(yc, 0, h - 1), ok
+
+
+def _circular_distance(xs: np.ndarray, ys: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+    r"""(N, H, W) float32 distance (pixels) of each pixel centre from the centres (cx, cy) (N,)."""
+    dx2 = (xs[None, None, :] - cx.astype(np.float32)[:, None, None]) ** 2
+    dy2 = (ys[None, :, None] - cy.astype(np.float32)[:, None, None]) ** 2
+    return np.sqrt(dx2 + dy2)
+
+
+def _asymmetry_start(
+    img: np.ndarray, d_c: np.ndarray, xc: np.ndarray, yc: np.ndarray, rp_c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Half-pixel centre index m = 2c (y, x) that minimises the L2 asymmetry of the aperture-limited image.
+
+    All half-pixel centres within ``CAS_FRACTION * rp_c`` (at least 1 px) of the centroid are scored at
+    once (autocorrelation by FFT; the maximum of the autocorrelation is the minimum of the L2 asymmetry).
+    """
+    n, h, w = img.shape
+    r_asym = CAS_EXTENT * rp_c
+    lim = img * _soft_disc(d_c, r_asym)
+    # only a window of (2L + 1)^2 half-pixel centres (index m = 2c) about 2 x centroid can be
+    # within the radius
+    r_near = np.maximum(CAS_FRACTION * rp_c, 1.0)
+    half_win = int(math.ceil(2 * float(np.max(r_near)))) + 1
+    wy0 = np.clip(np.round(2 * yc).astype(np.int64) - half_win, 0, max(2 * h - 2 - 2 * half_win, 0))
+    wx0 = np.clip(np.round(2 * xc).astype(np.int64) - half_win, 0, max(2 * w - 2 - 2 * half_win, 0))
+    nwy, nwx = min(2 * half_win + 1, 2 * h - 1), min(2 * w - 1, 2 * half_win + 1)
+    myw = wy0[:, None] + np.arange(nwy)[None, :]  # (N, nwy)
+    mxw = wx0[:, None] + np.arange(nwx)[None, :]
+    win = _autocorrelation_window(lim, xc, yc, r_asym + 0.5, 2 * r_near + 1, myw, mxw)
+    dist2 = (myw / 2 - yc[:, None])[:, :, None] ** 2 + (mxw / 2 - xc[:, None])[:, None, :] ** 2
+    near = dist2 <= (r_near**2)[:, None, None]
+    best = np.argmax(np.where(near, win, -np.inf).reshape(n, -1), axis=1)
+    return wy0 + best // nwx, wx0 + best % nwx
+
+
+def _asymmetry(
+    img: np.ndarray, sigma: np.ndarray, d_c: np.ndarray, xc: np.ndarray, yc: np.ndarray, rp_c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""CAS asymmetry in the aperture of ``CAS_EXTENT * rp_c`` px (``rp_c``: Petrosian radius about the centroid).
+
+    The L1 (CAS) asymmetry is minimised about the best L2 centre (:func:`_asymmetry_start`) by
+    :func:`_asymmetry_search`; its background term is ``E|n - n'| = 2σ/√π`` per pixel.
+    Returns (asymmetry (NaN if not finite), y centre, x centre) in pixels.
+    """
+    n, h, w = img.shape
+    r_asym = CAS_EXTENT * rp_c
+    by, bx = _asymmetry_start(img, d_c, xc, yc, rp_c)
+    sky_asym = 2.0 * sigma / math.sqrt(math.pi)
+    my0 = np.clip(by, 1, 2 * h - 3)
+    mx0 = np.clip(bx, 1, 2 * w - 3)
+    asymmetry, ay, ax = np.empty(n), np.empty(n), np.empty(n)
+    # galaxies of similar aperture together, each group cropped to the union of its apertures
+    order = np.argsort(r_asym, kind="stable")
+    for grp in np.array_split(order, max(1, n // 64)):
+        if len(grp):
+            asymmetry[grp], ay[grp], ax[grp] = _asymmetry_search(
+                img[grp], my0[grp], mx0[grp], r_asym[grp], sky_asym[grp]
+            )
+    return np.where(np.isfinite(asymmetry), asymmetry, np.nan), ay, ax
+
+
+def _flux(grow: _Growth, rp: np.ndarray) -> np.ndarray:
+    r"""Flux (counts) within ``FLUX_EXTENT`` Petrosian radii (``grow``: curves of growth about the centre)."""
+    return np.abs(grow.at(grow.f, FLUX_EXTENT * rp))
+
+
+def _r50(grow: _Growth, rp: np.ndarray) -> np.ndarray:
+    r"""Half-light radius (pixels) of the flux within ``CAS_EXTENT`` Petrosian radii."""
+    return grow.radius_at_fraction(0.5, CAS_EXTENT * rp)
+
+
+def _concentration(grow: _Growth, rp: np.ndarray) -> np.ndarray:
+    r"""Concentration ``5 log10(r80 / r20)`` of the flux within ``CAS_EXTENT`` Petrosian radii."""
+    r_tot = CAS_EXTENT * rp
+    r20 = grow.radius_at_fraction(0.2, r_tot)
+    r80 = grow.radius_at_fraction(0.8, r_tot)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 5.0 * np.log10(r80 / r20)
+
+
+def _smoothness(img: np.ndarray, seg: np.ndarray, d_a: np.ndarray, rp: np.ndarray) -> np.ndarray:
+    r"""Smoothness S: boxcar of ``int(CAS_FRACTION rp)`` px, annulus [CAS_FRACTION rp, CAS_EXTENT rp] about
+    the asymmetry centre (distances ``d_a``), background term from statmorph's sky box (none: 0)."""
+    box = (CAS_FRACTION * rp).astype(np.int64)
+    smooth = img.copy()
+    for b in np.unique(box):
+        if b >= 2:
+            sel = box == b
+            smooth[sel] = ndi.uniform_filter(img[sel], size=(1, b, b))
+    diff = np.maximum(img - smooth, 0.0)
+    ann = _soft_disc(d_a, CAS_EXTENT * rp) - _soft_disc(d_a, CAS_FRACTION * rp)
+    sky_s = np.nan_to_num(_skybox_smoothness(img, seg, box), nan=0.0)
+    ap_flux = (ann * img).sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ap_flux > 0, ((ann * diff).sum(axis=(1, 2)) - ann.sum(axis=(1, 2)) * sky_s) / ap_flux, np.nan)
+
+
+def _elliptical_distance2(
+    xs: np.ndarray, ys: np.ndarray, cx: np.ndarray, cy: np.ndarray, elong: np.ndarray, theta: np.ndarray
+) -> np.ndarray:
+    r"""(N, H, W) float32 squared elliptical distance (semi-major pixels²) from (cx, cy), axis ratio
+    1 / ``elong``, major axis at ``theta`` (rad)."""
+    ct = np.cos(theta).astype(np.float32)[:, None, None]
+    st = np.sin(theta).astype(np.float32)[:, None, None]
+    el = elong.astype(np.float32)[:, None, None]
+    dx_ = xs[None, None, :] - cx.astype(np.float32)[:, None, None]
+    dy_ = ys[None, :, None] - cy.astype(np.float32)[:, None, None]
+    u, v = dx_ * ct + dy_ * st, (dy_ * ct - dx_ * st) * el
+    return u * u + v * v
+
+
+def _gini_segmap(
+    img: np.ndarray, seg: np.ndarray, centroid: tuple[np.ndarray, np.ndarray], centre: tuple[np.ndarray, np.ndarray],
+    xs: np.ndarray, ys: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Segmap of Gini and M20 (statmorph): the image smoothed by ``GINI_FRACTION`` elliptical Petrosian
+    radii, thresholded at its mean in the elliptical Petrosian annulus about the ``centroid`` (x, y);
+    the component holding the brightest smoothed pixel. The ellipse (second moments of the segment)
+    and its Petrosian radius are taken about the asymmetry ``centre`` (x, y).
+
+    Returns the (N, H, W) segmap and a flag: it holds more than one pixel and not the whole stamp.
+    """
+    n, h, w = img.shape
+    (xc, yc), (ax, ay) = centroid, centre
+    elong, theta = _second_moments(np.where(seg, img, np.float32(0)), ax, ay)
+    d2_a = _elliptical_distance2(xs, ys, ax, ay, elong, theta)
+    rpe, _ = _Growth(img, np.sqrt(d2_a), math.hypot(h, w)).petrosian()  # the scan stops at the diagonal
+    sm = _gaussian_smooth(img, GINI_FRACTION * rpe)
+    # elliptical annulus |d - rpe| <= 1/2 about the centroid, as d^2 bounds
+    d2 = _elliptical_distance2(xs, ys, xc, yc, elong, theta)
+    r_in = np.maximum(rpe - 0.5 * ANNULUS, 0).astype(np.float32)[:, None, None]
+    r_out = (rpe + 0.5 * ANNULUS).astype(np.float32)[:, None, None]
+    ring = (d2 >= r_in * r_in) & (d2 <= r_out * r_out)
+    with np.errstate(invalid="ignore"):
+        thr = (sm * ring).sum(axis=(1, 2)) / np.maximum(ring.sum(axis=(1, 2)), 1)
+    labels, _ = _label_planes(sm >= thr[:, None, None])
+    gseg = _keep_component(labels, np.argmax(sm.reshape(n, -1), axis=1)).reshape(n, h, w)
+    npix = gseg.sum(axis=(1, 2))
+    return gseg, (npix > 1) & (npix < h * w)
+
+
+def _gini(img: np.ndarray, gseg: np.ndarray, gok: np.ndarray) -> np.ndarray:
+    r"""Gini coefficient in the Gini segmap (NaN where the segmap is degenerate, ``gok`` False)."""
+    return np.where(gok, gini_coefficient(img, gseg), np.nan)
+
+
+def _m20(img: np.ndarray, gseg: np.ndarray, gok: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    r"""M20: log10 of the second moment of the brightest 20 % of the flux over the total second moment,
+    both about the flux-weighted centre of the Gini segmap (Lotz et al. 2004)."""
+    n = img.shape[0]
+    gimg = np.where(gseg, img, np.float32(0))
+    gm0 = gimg.sum(axis=(1, 2), dtype=np.float64)
+    gm0s = np.where(gm0 > 0, gm0, 1.0)
+    gx = (gimg.sum(axis=1) @ xs) / gm0s
+    gy = (gimg.sum(axis=2) @ ys) / gm0s
+    r2 = (xs[None, None, :] - gx.astype(np.float32)[:, None, None]) ** 2 + (
+        ys[None, :, None] - gy.astype(np.float32)[:, None, None]
+    ) ** 2
+    mtot = (gimg * r2).sum(axis=(1, 2), dtype=np.float64)
+    flat = np.sort(gimg.reshape(n, -1), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.cumsum(flat, axis=1) / gm0s[:, None]
+    j = np.argmax(frac >= 0.8, axis=1)
+    thr20 = flat[np.arange(n), j]
+    m20_2 = (np.where(gimg >= thr20[:, None, None], gimg, np.float32(0)) * r2).sum(axis=(1, 2), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m20 = np.log10(m20_2 / mtot)
+    return np.where(gok & (gm0 > 0) & (m20_2 > 0) & (mtot > 0), m20, np.nan)
+
+
 def morphology_batched(
     images: np.ndarray,
     noise_sigma: np.ndarray,
     segmaps: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     r"""Morphology of (N, H, W) background-subtracted stamps in counts; see the module docstring.
+
+    Steps: segment (:func:`segment`), centroid, Petrosian radius about the centroid (asymmetry
+    aperture), asymmetry and its centre, Petrosian radius about that centre (flux, r50, C, S), the
+    Gini segmap (Gini, M20).
 
     Arguments:
         images: Stamps (N, H, W), counts.
@@ -503,149 +691,27 @@ def morphology_batched(
     sigma = np.asarray(noise_sigma, np.float64).reshape(n)
     seg = segment(img, sigma) if segmaps is None else np.asarray(segmaps, bool)
     y, x = _grid(h, w)
-    rows = np.arange(n)
+    xs, ys = x[0], y[:, 0]
     diag = math.hypot(h, w)
 
-    # centroid of the segment (statmorph: _centroid)
-    src = np.where(seg, img, np.float32(0))
-    m0 = src.sum(axis=(1, 2))
-    ok = (m0 > 0) & seg.any(axis=(1, 2))
-    m0s = np.where(ok, m0, 1.0)
-    xc = np.where(ok, (src.sum(axis=1) @ x[0]) / m0s, (w - 1) / 2)
-    yc = np.where(ok, (src.sum(axis=2) @ y[:, 0]) / m0s, (h - 1) / 2)
-    xc, yc = np.clip(xc, 0, w - 1), np.clip(yc, 0, h - 1)
-
-    def circ(cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
-        dx2 = (x[0][None, None, :] - cx.astype(np.float32)[:, None, None]) ** 2
-        dy2 = (y[:, 0][None, :, None] - cy.astype(np.float32)[:, None, None]) ** 2
-        return np.sqrt(dx2 + dy2)
-
-    # Petrosian radius about the centroid -> asymmetry aperture
-    d_c = circ(xc, yc)
+    xc, yc, ok = _centroid(img, seg, xs, ys)
+    d_c = _circular_distance(xs, ys, xc, yc)
     rp_c, _ = _Growth(img, d_c, diag).petrosian()
-    r_asym = CAS_EXTENT * rp_c
-
-    # asymmetry centre: L2 asymmetry of the aperture-limited image for every half-pixel centre
-    # at once (autocorrelation by FFT), restricted to within CAS_FRACTION * rp_c of the centroid,
-    # then the L1 (CAS) asymmetry at the best centre and its 8 half-pixel neighbours.
-    lim = img * _soft_disc(d_c, r_asym)
-    # only a window of (2L + 1)^2 half-pixel centres (index m = 2c) about 2 x centroid can be
-    # within the radius
-    r_near = np.maximum(CAS_FRACTION * rp_c, 1.0)
-    half_win = int(math.ceil(2 * float(np.max(r_near)))) + 1
-    wy0 = np.clip(np.round(2 * yc).astype(np.int64) - half_win, 0, max(2 * h - 2 - 2 * half_win, 0))
-    wx0 = np.clip(np.round(2 * xc).astype(np.int64) - half_win, 0, max(2 * w - 2 - 2 * half_win, 0))
-    nwy, nwx = min(2 * half_win + 1, 2 * h - 1), min(2 * w - 1, 2 * half_win + 1)
-    myw = wy0[:, None] + np.arange(nwy)[None, :]  # (N, nwy)
-    mxw = wx0[:, None] + np.arange(nwx)[None, :]
-    win = _autocorrelation_window(lim, xc, yc, r_asym + 0.5, 2 * r_near + 1, myw, mxw)
-    near = (myw / 2 - yc[:, None])[:, :, None] ** 2 + (mxw / 2 - xc[:, None])[:, None, :] ** 2 <= (r_near**2)[:, None, None]
-    best = np.argmax(np.where(near, win, -np.inf).reshape(n, -1), axis=1)
-    by, bx = wy0 + best // nwx, wx0 + best % nwx
-
-    sky_asym = 2.0 * sigma / math.sqrt(math.pi)
-
-    my0 = np.clip(by, 1, 2 * h - 3)
-    mx0 = np.clip(bx, 1, 2 * w - 3)
-    asymmetry, ay, ax = np.empty(n), np.empty(n), np.empty(n)
-    # galaxies of similar aperture together, each group cropped to the union of its apertures
-    order = np.argsort(r_asym, kind="stable")
-    for grp in np.array_split(order, max(1, n // 64)):
-        if len(grp):
-            asymmetry[grp], ay[grp], ax[grp] = _asymmetry_search(
-                img[grp], my0[grp], mx0[grp], r_asym[grp], sky_asym[grp]
-            )
-
-    # Petrosian radius about the asymmetry centre: C, r50, flux, S
-    d_a = circ(ax, ay)
+    asymmetry, ay, ax = _asymmetry(img, sigma, d_c, xc, yc, rp_c)
+    d_a = _circular_distance(xs, ys, ax, ay)
     grow_a = _Growth(img, d_a, diag)
     rp, _ = grow_a.petrosian()
-    r_tot = CAS_EXTENT * rp
-    r20 = grow_a.radius_at_fraction(0.2, r_tot)
-    r50 = grow_a.radius_at_fraction(0.5, r_tot)
-    r80 = grow_a.radius_at_fraction(0.8, r_tot)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        concentration = 5.0 * np.log10(r80 / r20)
-    flux = np.abs(grow_a.at(grow_a.f, FLUX_EXTENT * rp))
-
-    # smoothness: boxcar of int(0.25 rp) pixels, annulus [0.25 rp, 1.5 rp]
-    box = (CAS_FRACTION * rp).astype(np.int64)
-    smooth = img.copy()
-    for b in np.unique(box):
-        if b >= 2:
-            sel = box == b
-            smooth[sel] = ndi.uniform_filter(img[sel], size=(1, b, b))
-    diff = np.maximum(img - smooth, 0.0)
-    ann = _soft_disc(d_a, r_tot) - _soft_disc(d_a, CAS_FRACTION * rp)
-    # background term of S: statmorph's, from its sky box (none found: no background term)
-    sky_s = np.nan_to_num(_skybox_smoothness(img, seg, box), nan=0.0)
-    ap_flux = (ann * img).sum(axis=(1, 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        smoothness = np.where(
-            ap_flux > 0, ((ann * diff).sum(axis=(1, 2)) - ann.sum(axis=(1, 2)) * sky_s) / ap_flux, np.nan
-        )
-
-    # Gini segmap: smooth by 0.2 rp_ellip, threshold at the mean in the elliptical Petrosian annulus
-    elong, theta = _second_moments(np.where(seg, img, np.float32(0)), ax, ay)
-    ct = np.cos(theta).astype(np.float32)[:, None, None]
-    st = np.sin(theta).astype(np.float32)[:, None, None]
-    el = elong.astype(np.float32)[:, None, None]
-
-    def ellip_dist2(cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
-        dx_ = x[0][None, None, :] - cx.astype(np.float32)[:, None, None]
-        dy_ = y[:, 0][None, :, None] - cy.astype(np.float32)[:, None, None]
-        u, v = dx_ * ct + dy_ * st, (dy_ * ct - dx_ * st) * el
-        return u * u + v * v
-
-    rpe, _ = _Growth(img, np.sqrt(ellip_dist2(ax, ay)), diag).petrosian()  # the scan stops at the diagonal
-    sm = _gaussian_smooth(img, GINI_FRACTION * rpe)
-    # elliptical annulus |d - rpe| <= 1/2 about the centroid, as d^2 bounds
-    d2 = ellip_dist2(xc, yc)
-    r_in = np.maximum(rpe - 0.5 * ANNULUS, 0).astype(np.float32)[:, None, None]
-    r_out = (rpe + 0.5 * ANNULUS).astype(np.float32)[:, None, None]
-    ring = (d2 >= r_in * r_in) & (d2 <= r_out * r_out)
-    with np.errstate(invalid="ignore"):
-        thr = (sm * ring).sum(axis=(1, 2)) / np.maximum(ring.sum(axis=(1, 2)), 1)
-    above = sm >= thr[:, None, None]
-    labels, _ = _label_planes(above)
-    gseg = _keep_component(labels, np.argmax(sm.reshape(n, -1), axis=1)).reshape(n, h, w)
-    npix = gseg.sum(axis=(1, 2))
-    gok = (npix > 1) & (npix < h * w)
-
-    gini = np.where(gok, gini_coefficient(img, gseg), np.nan)
-
-    gimg = np.where(gseg, img, np.float32(0))
-    gm0 = gimg.sum(axis=(1, 2), dtype=np.float64)
-    gm0s = np.where(gm0 > 0, gm0, 1.0)
-    gx = (gimg.sum(axis=1) @ x[0]) / gm0s
-    gy = (gimg.sum(axis=2) @ y[:, 0]) / gm0s
-    r2 = (x[0][None, None, :] - gx.astype(np.float32)[:, None, None]) ** 2 + (
-        y[:, 0][None, :, None] - gy.astype(np.float32)[:, None, None]
-    ) ** 2
-    mtot = (gimg * r2).sum(axis=(1, 2), dtype=np.float64)
-    flat = np.sort(gimg.reshape(n, -1), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.cumsum(flat, axis=1) / gm0s[:, None]
-    j = np.argmax(frac >= 0.8, axis=1)
-    thr20 = flat[rows, j]
-    m20_2 = (np.where(gimg >= thr20[:, None, None], gimg, np.float32(0)) * r2).sum(axis=(1, 2), dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m20 = np.log10(m20_2 / mtot)
-    m20 = np.where(gok & (gm0 > 0) & (m20_2 > 0) & (mtot > 0), m20, np.nan)
-
+    gseg, gok = _gini_segmap(img, seg, (xc, yc), (ax, ay), xs, ys)
     out = {
-        "flux": flux,
-        "r50": r50,
-        "gini": gini,
-        "m20": m20,
-        "concentration": concentration,
-        "asymmetry": np.where(np.isfinite(asymmetry), asymmetry, np.nan),
-        "smoothness": smoothness,
+        "flux": _flux(grow_a, rp),
+        "r50": _r50(grow_a, rp),
+        "gini": _gini(img, gseg, gok),
+        "m20": _m20(img, gseg, gok, xs, ys),
+        "concentration": _concentration(grow_a, rp),
+        "asymmetry": asymmetry,
+        "smoothness": _smoothness(img, seg, d_a, rp),
     }
-    for key, val in out.items():
-        val = np.where(ok & np.isfinite(val), val, np.nan)
-        out[key] = val.astype(np.float64)
-    return out
+    return {k: np.where(ok & np.isfinite(v), v, np.nan).astype(np.float64) for k, v in out.items()}
 
 
 def morphology_statmorph(

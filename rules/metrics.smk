@@ -1,7 +1,8 @@
 # Metrics and report (issue 5): real test galaxies vs generated ones at the same conditions.
 # Every distance sits beside its real-vs-real floor (test split halves A/B by hashed id); see
-# docs/metrics.md. Outputs results/metrics.json (schema docs/metrics.schema.json),
-# results/summary.md and the figures in results/plots/, registered for `snakemake --report`.
+# docs/metrics.md. Outputs results/metrics.json (schema: package data
+# morphoflow/schemas/metrics-output.schema.json), results/summary.md and the figures in results/plots/,
+# registered for `snakemake --report`. Entry point: morphoflow.metrics.collect.run_metrics.
 
 PLOT_KINDS = {
     "grid": "Real vs generated stamps at the same conditions",
@@ -28,12 +29,11 @@ rule metrics:
             for kind, title in PLOT_KINDS.items()
         },
     params:
-        metrics=config["metrics"],
-        seed=config["seed"],
+        config=pick("metrics", "seed"),
         # Wall times (timing_s) come from the other rules' benchmark files. They are not declared
         # inputs (no rule outputs them; rules with wildcards have many): every rule upstream of
         # this one has finished, so its benchmark file exists when this job starts.
-        benchmark_dir="benchmarks",
+        benchmarks="benchmarks",
     log:
         log_path("metrics"),
     benchmark:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from morphoflow.autoencoder.latents import write_latents
+from morphoflow.config import load_config
 from morphoflow.contract import ContractError, read_galaxies, write_galaxies
 from morphoflow.metrics.c2st import c2st_auc, roc_auc
-from morphoflow.metrics.collect import read_benchmarks, run_metrics, validate_metrics, write_metrics
+from morphoflow.metrics.collect import PROPERTIES, read_benchmarks, run_metrics, validate_metrics, write_metrics
 from morphoflow.metrics.distances import frechet_distance, split_halves, wasserstein_1d, with_floor
 from morphoflow.metrics.power_spectrum import power_spectrum_1d, power_spectrum_distance
 from morphoflow.metrics.summary import format_summary
@@ -87,6 +89,10 @@ def test_c2st_identical_near_half_and_different_near_one():
     assert c2st_auc(a, c, seed=0, epochs=8) == diff  # seeded: reruns are identical
 
 
+#: The config of the metrics runs below: schema defaults, a short C2ST.
+CONFIG = {"metrics": load_config(overrides={"metrics": {"c2st": {"epochs": 2, "batch_size": 16}}})["metrics"], "seed": 42}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("metrics")
@@ -102,8 +108,8 @@ def run_dir(tmp_path_factory):
     write_galaxies(d / "gaussian.h5", gauss)
     with h5py.File(d / "flow.h5", "a") as f:
         f["z"] = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
-    with h5py.File(d / "latents.h5", "w") as f:
-        f["z_mean"] = np.random.default_rng(1).normal(size=(30, 3)).astype(np.float32)
+    z_mean = np.random.default_rng(1).normal(size=(30, 3)).astype(np.float32)
+    write_latents(d / "latents.h5", z_mean, None, {"id": real.ids}, {"id": ""}, {}, "vae")
     for split, n in (("train", 100), ("val", 20)):
         with h5py.File(d / f"{split}.h5", "w") as f:
             f["catalog/id"] = np.arange(n)
@@ -116,25 +122,27 @@ def run_dir(tmp_path_factory):
     (d / "bench").mkdir()
     (d / "bench" / "train_flow.tsv").write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t100\n")
     (d / "bench" / "broken.tsv").write_text("nothing here\n")
+    (d / "bench" / "metrics.tsv").write_text("s\n9.0\n")  # the rule's own benchmark: left out
     plots = {k: d / "plots" / f"{k}.png" for k in
              ("grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves")}
     metrics = run_metrics(
         test=d / "test.h5",
         samples={"flow": d / "flow.h5", "gaussian": d / "gaussian.h5"},
-        metrics_json=d / "metrics.json",
-        summary_md=d / "summary.md",
+        metrics=d / "metrics.json",
+        summary=d / "summary.md",
         plots=plots,
-        config={"c2st": {"epochs": 2, "batch_size": 16}, "targets": {"ratio": 1.5}},
-        seed=42,
-        latents=d / "latents.h5",
-        train=d / "train.h5",
-        val=d / "val.h5",
-        cleaning=d / "cleaning.json",
-        ae_metrics=d / "ae.json",
-        flow_metrics=d / "flow.json",
-        ae_history=d / "hist.csv",
-        flow_history=d / "hist.csv",
-        benchmarks=sorted((d / "bench").glob("*.tsv")),
+        config=CONFIG,
+        upstream={
+            "latents": d / "latents.h5",
+            "train": d / "train.h5",
+            "val": d / "val.h5",
+            "cleaning": d / "cleaning.json",
+            "ae_metrics": d / "ae.json",
+            "flow_metrics": d / "flow.json",
+            "ae_history": d / "hist.csv",
+            "flow_history": d / "hist.csv",
+        },
+        benchmarks=d / "bench",
         progress=False,
     )
     return d, metrics, plots
@@ -180,12 +188,53 @@ def test_metrics_separate_the_bad_model(run_dir):
     assert flow["morphology"]["r50"]["floor"] > 0
 
 
+def _table_rows(text: str) -> dict[str, list[str]]:
+    r"""The rows ``| label | cell | ... |`` of a Markdown text by label (the first of equal labels)."""
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and line.endswith(" |"):
+            label, *cells = [c.strip() for c in line[2:-2].split(" | ")]
+            rows.setdefault(label, cells)
+    return rows
+
+
 def test_summary_marks_targets(run_dir):
     d, metrics, _ = run_dir
     text = (d / "summary.md").read_text()
     assert "| statistic | flow | gaussian |" in text
     assert "✗" in text and "✓" in text
-    assert text == format_summary(metrics, {"ratio": 1.5})
+    assert text == format_summary(metrics, CONFIG["metrics"]["targets"])
+    assert "Data: n_train = 100, n_val = 20, n_test = 30." in text
+    rows = _table_rows(text)
+    gen = metrics["generation"]
+    target = CONFIG["metrics"]["targets"]["ratio"]
+    # one row per morphology statistic, a cell per model holding the values of metrics.json
+    w1_rows = [label for label in rows if label.startswith("W1 ")]
+    assert w1_rows == [f"W1 {p}" for p in PROPERTIES]
+    for p in PROPERTIES:
+        for model, cell in zip(("flow", "gaussian"), rows[f"W1 {p}"]):
+            e = gen[model]["morphology"][p]
+            mark = "✓" if e["ratio"] <= target else "✗"
+            assert cell == f"{e['w1']:.4g} / {e['floor']:.4g} = **{e['ratio']:.2f}** {mark}", (p, model)
+    for model, cell in zip(("flow", "gaussian"), rows["mean morphology ratio"]):
+        r = gen[model]["morphology_mean_ratio"]
+        assert cell == f"**{r:.2f}** {'✓' if r <= target else '✗'}"
+    for model, cell in zip(("flow", "gaussian"), rows["Fréchet morphology"]):
+        e = gen[model]["frechet_morphology"]
+        assert cell.startswith(f"{e['distance']:.4g} / {e['floor']:.4g} = **{e['ratio']:.2f}**")
+    for model, cell in zip(("flow", "gaussian"), rows["C2ST AUC"]):
+        assert cell.startswith(f"{gen[model]['c2st_auc']:.3f} (floor {gen[model]['c2st_auc_floor']:.3f})")
+    assert rows["C2ST AUC"][1].endswith("✗")  # the bad model is told apart
+    for cond in ("mag", "hlr_arcsec"):
+        for model, cell in zip(("flow", "gaussian"), rows[f"Spearman requested vs measured {cond}"]):
+            e = gen[model]["conditional"][cond]
+            assert cell.startswith(f"{e['corr_generated']:.3f} (real {e['corr_real']:.3f})")
+    assert rows["test_ssim"] == ["0.8"] and rows["test_nll_per_dim"] == ["1.3"]
+    assert rows["train_flow"] == ["12.5"] and "metrics" not in rows
+    assert "### PSF-free (noiseless) images" in text
+    # the targets come from the config: a looser ratio target passes every ratio
+    loose = format_summary(metrics, {**CONFIG["metrics"]["targets"], "ratio": 1e9})
+    assert all(cell.endswith("✓") for p in PROPERTIES for cell in _table_rows(loose)[f"W1 {p}"])
 
 
 def test_write_metrics_rejects_bad_content(tmp_path):
@@ -209,9 +258,12 @@ def test_samples_with_other_ids_are_rejected(run_dir, tmp_path):
     other.catalog["id"] = other.catalog["id"] + 1000
     write_galaxies(tmp_path / "flow.h5", other)
     with pytest.raises(ContractError, match=r"flow\.h5.*catalog/id"):
-        run_metrics(test=d / "test.h5", samples={"flow": tmp_path / "flow.h5"}, metrics_json=tmp_path / "m.json",
-                    config={"c2st": {"epochs": 1}}, progress=False)
+        run_metrics(test=d / "test.h5", samples={"flow": tmp_path / "flow.h5"}, metrics=tmp_path / "m.json",
+                    config=CONFIG, progress=False)
     assert not (tmp_path / "m.json").exists()
+    with pytest.raises(ValueError, match="unknown upstream inputs"):
+        run_metrics(test=d / "test.h5", samples={"flow": d / "flow.h5"}, metrics=tmp_path / "m.json",
+                    config=CONFIG, upstream={"latent": d / "latents.h5"}, progress=False)
 
 
 def test_read_benchmarks_skips_unreadable(tmp_path):

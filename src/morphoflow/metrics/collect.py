@@ -18,18 +18,26 @@ from __future__ import annotations
 __all__ = [
     "PROPERTIES",
     "METRICS_SCHEMA",
+    "UPSTREAM",
+    "Measured",
     "measure_properties",
     "compare_sets",
     "validate_metrics",
     "write_metrics",
     "read_benchmarks",
+    "measure",
+    "compare",
+    "assemble",
+    "plot",
     "run_metrics",
 ]
 
+import dataclasses
 import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +47,15 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..atomic import atomic_path
+from ..autoencoder.latents import read_latents
 from ..config import SCHEMA_DIR
 from ..contract import ContractError, GalaxySet, read_galaxies
 from .c2st import c2st_auc
 from .distances import frechet_distance, split_halves, wasserstein_1d, with_floor
 from .moments import measure_moments
 from .morphology import MORPHOLOGY_PROPERTIES, measure_morphology
-from .power_spectrum import power_spectrum_1d, power_spectrum_distance
+from .power_spectrum import power_spectrum_distance
+from .summary import write_summary
 
 log = logging.getLogger("morphoflow.metrics")
 
@@ -197,7 +207,9 @@ def _clean(node: Any) -> Any:
     return node
 
 
-def write_metrics(path: str | os.PathLike, metrics: dict[str, Any], schema: str | os.PathLike = METRICS_SCHEMA) -> dict[str, Any]:
+def write_metrics(
+    path: str | os.PathLike, metrics: dict[str, Any], schema: str | os.PathLike = METRICS_SCHEMA
+) -> dict[str, Any]:
     r"""Validate ``metrics`` against :data:`METRICS_SCHEMA` and write it atomically as JSON.
 
     Another mode may add its own block (e.g. ``"particles"``) and call this. Returns the
@@ -210,7 +222,7 @@ def write_metrics(path: str | os.PathLike, metrics: dict[str, Any], schema: str 
     return metrics
 
 
-def read_benchmarks(paths: list[str | os.PathLike], skip: tuple[str, ...] = ()) -> dict[str, float]:
+def read_benchmarks(paths: Sequence[str | os.PathLike], skip: tuple[str, ...] = ()) -> dict[str, float]:
     r"""Wall time (s) per rule from Snakemake benchmark files ``benchmarks/<rule>.tsv`` (column ``s``;
     the mean over repeats). Unreadable files are logged and skipped."""
     import pandas as pd
@@ -230,9 +242,17 @@ def read_benchmarks(paths: list[str | os.PathLike], skip: tuple[str, ...] = ()) 
     return out
 
 
-def _n_ids(path: str | os.PathLike | None) -> int | None:
-    if path is None or not Path(path).exists():
-        return None
+#: Optional inputs of rule ``metrics`` from the other stages (keys of ``upstream`` of :func:`run_metrics`).
+UPSTREAM: tuple[str, ...] = (
+    "train", "val", "cleaning", "latents", "ae_metrics", "ae_history", "flow_metrics", "flow_history",
+)  # fmt: skip
+#: Keys copied from the stage summaries: required, then optional ones.
+AE_KEYS = ("test_chi2_per_pixel", "test_chi2_per_pixel_stamp", "test_mse", "test_ssim")
+AE_OPTIONAL = ("floor_exact_chi2_per_pixel", "floor_smooth_chi2_per_pixel")
+FLOW_KEYS = ("test_nll_per_dim",)
+
+
+def _n_ids(path: str | os.PathLike) -> int:
     try:
         with h5py.File(path, "r") as f:
             return int(f["catalog/id"].shape[0])
@@ -240,11 +260,7 @@ def _n_ids(path: str | os.PathLike | None) -> int | None:
         raise ContractError(f"{path}: cannot read dataset 'catalog/id' ({err})") from err
 
 
-def _read_json(
-    path: str | os.PathLike | None, keys: tuple[str, ...] = (), optional: tuple[str, ...] = ()
-) -> dict[str, Any] | None:
-    if path is None or not Path(path).exists():
-        return None
+def _read_json(path: str | os.PathLike, keys: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
@@ -257,163 +273,250 @@ def _read_json(
 
 def _check_same_galaxies(test: GalaxySet, gen: GalaxySet, name: str) -> None:
     if gen.images.shape[1:] != test.images.shape[1:]:
-        raise ContractError(f"{name}: dataset 'images' has stamps {gen.images.shape[1:]}, test set has {test.images.shape[1:]}")
+        raise ContractError(
+            f"{name}: dataset 'images' has stamps {gen.images.shape[1:]}, test set has {test.images.shape[1:]}"
+        )
     if len(gen) != len(test) or not np.array_equal(gen.ids, test.ids):
         raise ContractError(f"{name}: dataset 'catalog/id' must list the test galaxies' ids in the same order")
 
 
-def run_metrics(
-    *,
-    test: str | os.PathLike,
-    samples: dict[str, str | os.PathLike],
-    metrics_json: str | os.PathLike,
-    summary_md: str | os.PathLike | None = None,
-    plots: dict[str, str | os.PathLike] | None = None,
-    config: dict[str, Any] | None = None,
-    seed: int = 0,
-    latents: str | os.PathLike | None = None,
-    train: str | os.PathLike | None = None,
-    val: str | os.PathLike | None = None,
-    cleaning: str | os.PathLike | None = None,
-    ae_metrics: str | os.PathLike | None = None,
-    flow_metrics: str | os.PathLike | None = None,
-    ae_history: str | os.PathLike | None = None,
-    flow_history: str | os.PathLike | None = None,
-    benchmarks: list[str | os.PathLike] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    r"""Measure real and generated galaxies, write ``metrics.json``, ``summary.md`` and the plots.
+@dataclasses.dataclass
+class Measured:
+    r"""The galaxies of one metrics run and their :data:`PROPERTIES` (step :func:`measure`).
 
-    Arguments:
-        test: Real test galaxies (contract file).
-        samples: Generated galaxies per model name (``flow``, ``gaussian``), one per test galaxy,
-            same ids and order.
-        metrics_json, summary_md: Outputs.
-        plots: Plot outputs by kind (see :func:`morphoflow.metrics.plots.make_plots`).
-        config: The ``metrics`` config section.
-        seed: Global seed (C2ST).
-        latents, train, val, cleaning, ae_metrics, flow_metrics, ae_history, flow_history,
-        benchmarks: Optional inputs of the other stages.
+    Attributes:
+        real: The test split; ``gens``: the generated sets by model name (same ids and order).
+        channel: The image channel measured.
+        half_a, half_b: Boolean masks of the test split's halves (:func:`~.distances.split_halves`).
+        real_props, gen_props: Properties of the observed images (real; per model).
+        real_truth_props, gen_truth_props: Properties of the noiseless PSF-free images where the files
+            hold them (``truth``), else None / left out.
     """
-    cfg = config or {}
-    mcfg = cfg.get("morphology", {})
-    ccfg = cfg.get("c2st", {})
-    channel = int(cfg.get("channel", 0))
-    engine = mcfg.get("engine", "batched")
-    batch_size = int(mcfg.get("batch_size", 256))
 
+    real: GalaxySet
+    gens: dict[str, GalaxySet]
+    channel: int
+    half_a: np.ndarray
+    half_b: np.ndarray
+    real_props: dict[str, np.ndarray]
+    gen_props: dict[str, dict[str, np.ndarray]]
+    real_truth_props: dict[str, np.ndarray] | None
+    gen_truth_props: dict[str, dict[str, np.ndarray]]
+
+
+def _read_sets(
+    test: str | os.PathLike, samples: Mapping[str, str | os.PathLike], channel: int
+) -> tuple[GalaxySet, dict[str, GalaxySet], np.ndarray, np.ndarray]:
+    r"""The test split, the generated sets (checked against it) and the test split's halves A, B."""
     real = read_galaxies(test)
     if not 0 <= channel < real.images.shape[1]:
         raise ValueError(f"config key 'metrics.channel': {channel} is not a channel of {test} ({real.images.shape[1]})")
     half_a, half_b = split_halves(real.ids)
     if half_a.sum() < 2 or half_b.sum() < 2:
         raise ValueError(f"{test}: too few test galaxies ({len(real)}) to split into two halves")
-    ps, zp = real.pixel_scale, float(real.attrs["zeropoint_ab"])
     log.info("test set %s: %d galaxies (A %d, B %d)", test, len(real), half_a.sum(), half_b.sum())
+    gens = {}
+    for name, path in samples.items():
+        gens[name] = read_galaxies(path)
+        _check_same_galaxies(real, gens[name], str(path))
+    return real, gens, half_a, half_b
+
+
+def measure(
+    test: str | os.PathLike, samples: Mapping[str, str | os.PathLike], cfg: Mapping[str, Any], *, progress: bool = True
+) -> Measured:
+    r"""Step 1: read the test split and the generated sets and measure every property of each.
+
+    Arguments:
+        test, samples: As :func:`run_metrics`.
+        cfg: The ``metrics`` config section (``channel``, ``morphology``).
+    """
+    channel = int(cfg["channel"])
+    engine, batch_size = cfg["morphology"]["engine"], int(cfg["morphology"]["batch_size"])
+    real, gens, half_a, half_b = _read_sets(test, samples, channel)
 
     def props(images: np.ndarray, sigma: np.ndarray) -> dict[str, np.ndarray]:
         return measure_properties(images[:, channel], sigma, engine=engine, batch_size=batch_size, progress=progress)
 
-    real_props = props(real.images, real.noise_sigma)
-    real_truth_props = None
-    if real.truth is not None:
-        real_truth_props = props(real.truth, np.zeros(len(real)))
-    cond_real = _measured_conditions(real_props, ps, zp)
-
-    # floors: real A vs real B (independent of the model)
-    ra_img, rb_img = real.images[half_a, channel], real.images[half_b, channel]
-    ps_floor = power_spectrum_distance(ra_img, rb_img)
-    c2st_kw = dict(
-        seed=seed,
-        epochs=int(ccfg.get("epochs", 20)),
-        batch_size=int(ccfg.get("batch_size", 64)),
-        lr=float(ccfg.get("lr", 2e-3)),
+    real_truth = props(real.truth, np.zeros(len(real))) if real.truth is not None else None
+    return Measured(
+        real=real,
+        gens=gens,
+        channel=channel,
+        half_a=half_a,
+        half_b=half_b,
+        real_props=props(real.images, real.noise_sigma),
+        gen_props={name: props(gen.images, gen.noise_sigma) for name, gen in gens.items()},
+        real_truth_props=real_truth,
+        gen_truth_props={
+            name: props(gen.truth, np.zeros(len(gen)))
+            for name, gen in gens.items()
+            if real_truth is not None and gen.truth is not None
+        },
     )
-    auc_floor = c2st_auc(ra_img, rb_img, real.noise_sigma[half_a], real.noise_sigma[half_b], **c2st_kw)
 
+
+def _conditional(m: Measured, name: str) -> dict[str, dict[str, float]]:
+    r"""Spearman correlation of requested (catalog) vs measured ``mag`` and ``hlr_arcsec``, generated and real."""
+    real, gen = m.real, m.gens[name]
+    ps, zp = real.pixel_scale, float(real.attrs["zeropoint_ab"])
+    cond_real = _measured_conditions(m.real_props, ps, zp)
+    cond_gen = _measured_conditions(m.gen_props[name], ps, zp)
+    out = {}
+    for cname in ("mag", "hlr_arcsec"):
+        if cname in gen.catalog and cname in real.catalog:
+            out[cname] = {
+                "corr_generated": _spearman(np.asarray(gen.catalog[cname], np.float64), cond_gen[cname]),
+                "corr_real": _spearman(np.asarray(real.catalog[cname], np.float64), cond_real[cname]),
+            }
+    return out
+
+
+def compare(m: Measured, cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    r"""Step 2: the ``generation`` block of ``metrics.json``, one entry per model (each distance beside its floor).
+
+    Arguments:
+        m: The measured sets (:func:`measure`).
+        cfg: The ``metrics`` config section (``c2st``).
+        seed: Global seed (C2ST).
+    """
+    c2st = {"seed": seed, "epochs": int(cfg["c2st"]["epochs"]), "batch_size": int(cfg["c2st"]["batch_size"]),
+            "lr": float(cfg["c2st"]["lr"])}  # fmt: skip
+    real, a, b = m.real, m.half_a, m.half_b
+    ra_img, rb_img = real.images[a, m.channel], real.images[b, m.channel]
+    # floors: real A vs real B (independent of the model)
+    ps_floor = power_spectrum_distance(ra_img, rb_img)
+    auc_floor = c2st_auc(ra_img, rb_img, real.noise_sigma[a], real.noise_sigma[b], **c2st)
     generation: dict[str, Any] = {}
-    gen_sets: dict[str, GalaxySet] = {}
-    gen_props_all: dict[str, dict[str, np.ndarray]] = {}
-    for name, path in samples.items():
-        gen = read_galaxies(path)
-        _check_same_galaxies(real, gen, str(path))
-        gen_sets[name] = gen
-        gp = props(gen.images, gen.noise_sigma)
-        gen_props_all[name] = gp
-        block = compare_sets(real_props, gp, half_a, half_b)
-        gb_img = gen.images[half_b, channel]
-        block["power_spectrum"] = _entry(
-            power_spectrum_distance(ra_img, gb_img), ps_floor, 0, 0, key="distance"
-        )
-        block["c2st_auc"] = c2st_auc(ra_img, gb_img, real.noise_sigma[half_a], gen.noise_sigma[half_b], **c2st_kw)
+    for name, gen in m.gens.items():
+        gp = m.gen_props[name]
+        block = compare_sets(m.real_props, gp, a, b)
+        gb_img = gen.images[b, m.channel]
+        block["power_spectrum"] = _entry(power_spectrum_distance(ra_img, gb_img), ps_floor, 0, 0, key="distance")
+        block["c2st_auc"] = c2st_auc(ra_img, gb_img, real.noise_sigma[a], gen.noise_sigma[b], **c2st)
         block["c2st_auc_floor"] = auc_floor
         block["hsm_failure_rate"] = {
-            "real": float(real_props["hsm_failed"].mean()),
+            "real": float(m.real_props["hsm_failed"].mean()),
             "generated": float(gp["hsm_failed"].mean()),
         }
-        cond_gen = _measured_conditions(gp, ps, zp)
-        conditional = {}
-        for cname in ("mag", "hlr_arcsec"):
-            if cname in gen.catalog and cname in real.catalog:
-                conditional[cname] = {
-                    "corr_generated": _spearman(np.asarray(gen.catalog[cname], np.float64), cond_gen[cname]),
-                    "corr_real": _spearman(np.asarray(real.catalog[cname], np.float64), cond_real[cname]),
-                }
-        block["conditional"] = conditional
-        if real_truth_props is not None and gen.truth is not None:
-            gtp = props(gen.truth, np.zeros(len(gen)))
-            block["psf_free"] = compare_sets(real_truth_props, gtp, half_a, half_b)["morphology"]
+        block["conditional"] = _conditional(m, name)
+        if name in m.gen_truth_props:
+            block["psf_free"] = compare_sets(m.real_truth_props, m.gen_truth_props[name], a, b)["morphology"]
         generation[name] = block
         log.info("%s: morphology mean ratio %s, C2ST AUC %.3f (floor %.3f)", name,
-                 block["morphology_mean_ratio"], block["c2st_auc"], auc_floor)
+                 block["morphology_mean_ratio"], block["c2st_auc"], auc_floor)  # fmt: skip
+    return generation
 
-    data: dict[str, Any] = {"n_test": len(real)}
-    for key, p in (("n_train", train), ("n_val", val)):
-        n = _n_ids(p)
-        if n is not None:
-            data[key] = n
-    clean = _read_json(cleaning)
-    if clean is not None:
-        data["cleaning"] = clean
+
+def assemble(
+    n_test: int,
+    generation: dict[str, Any],
+    upstream: Mapping[str, str | os.PathLike],
+    benchmarks: str | os.PathLike | None,
+) -> dict[str, Any]:
+    r"""Step 3: the ``metrics.json`` dictionary: data counts, the stage summaries, ``generation``, wall times.
+
+    Arguments:
+        n_test: Galaxies in the test split.
+        generation: The block of :func:`compare`.
+        upstream: Stage files by :data:`UPSTREAM` key (``train``, ``val``: data files (counted);
+            ``cleaning``, ``ae_metrics``, ``flow_metrics``: JSON summaries); keys left out are skipped.
+        benchmarks: Folder of the Snakemake benchmark files ``<rule>.tsv`` (``timing_s``; this rule's own
+            is skipped; None: no wall times).
+    """
+    data: dict[str, Any] = {"n_test": n_test}
+    for key, split in (("n_train", "train"), ("n_val", "val")):
+        if split in upstream:
+            data[key] = _n_ids(upstream[split])
+    if "cleaning" in upstream:
+        data["cleaning"] = _read_json(upstream["cleaning"])
     metrics: dict[str, Any] = {"format_version": 1, "data": data}
-    ae = _read_json(ae_metrics, ("test_chi2_per_pixel", "test_chi2_per_pixel_stamp", "test_mse", "test_ssim"),
-                    optional=("floor_exact_chi2_per_pixel", "floor_smooth_chi2_per_pixel"))
-    if ae is not None:
-        metrics["autoencoder"] = ae
-    fl = _read_json(flow_metrics, ("test_nll_per_dim",))
-    if fl is not None:
-        metrics["flow"] = fl
+    if "ae_metrics" in upstream:
+        metrics["autoencoder"] = _read_json(upstream["ae_metrics"], AE_KEYS, optional=AE_OPTIONAL)
+    if "flow_metrics" in upstream:
+        metrics["flow"] = _read_json(upstream["flow_metrics"], FLOW_KEYS)
     metrics["generation"] = generation
-    metrics["timing_s"] = read_benchmarks(benchmarks or [], skip=("metrics",))
-    written = write_metrics(metrics_json, metrics)
+    files = sorted(Path(benchmarks).glob("*.tsv")) if benchmarks is not None else []
+    metrics["timing_s"] = read_benchmarks(files, skip=("metrics",))
+    return metrics
 
-    if summary_md is not None:
-        from .summary import write_summary
 
-        write_summary(summary_md, written, cfg.get("targets", {}))
+def plot(
+    plots: Mapping[str, str | os.PathLike],
+    m: Measured,
+    samples: Mapping[str, str | os.PathLike],
+    upstream: Mapping[str, str | os.PathLike],
+    cfg: Mapping[str, Any],
+) -> None:
+    r"""Step 4: the figures (:func:`morphoflow.metrics.plots.make_plots`).
+
+    The latent corner plot shows the ``z_mean`` of ``upstream["latents"]`` (:func:`read_latents`) and the
+    flow samples' latents (dataset ``z`` of ``samples["flow"]``, if any); the loss curves the histories.
+    """
+    from .plots import make_plots
+
+    z_real = z_gen = None
+    if "latents" in upstream:
+        z_real = read_latents(upstream["latents"]).z_mean
+        if "flow" in samples:
+            with h5py.File(samples["flow"], "r") as f:
+                z_gen = f["z"][()] if "z" in f else None
+    histories = {k: upstream[key] for k, key in (("autoencoder", "ae_history"), ("flow", "flow_history")) if key in upstream}
+    make_plots(
+        plots,
+        real=m.real,
+        gens=m.gens,
+        real_props=m.real_props,
+        gen_props=m.gen_props,
+        channel=m.channel,
+        z_real=z_real,
+        z_gen=z_gen,
+        histories=histories,
+        config=cfg["plots"],
+    )
+
+
+def run_metrics(
+    *,
+    test: str | os.PathLike,
+    samples: Mapping[str, str | os.PathLike],
+    metrics: str | os.PathLike,
+    summary: str | os.PathLike | None = None,
+    plots: Mapping[str, str | os.PathLike] | None = None,
+    config: Mapping[str, Any],
+    upstream: Mapping[str, str | os.PathLike] | None = None,
+    benchmarks: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    r"""Rule ``metrics``: measure real and generated galaxies, write ``metrics.json``, ``summary.md`` and the plots.
+
+    Steps: :func:`measure`, :func:`compare`, :func:`assemble` (then :func:`write_metrics` and
+    :func:`~morphoflow.metrics.summary.write_summary`), :func:`plot`.
+
+    Arguments:
+        test: Real test galaxies (contract file).
+        samples: Generated galaxies per model name (``flow``, ``gaussian``), one per test galaxy,
+            same ids and order.
+        metrics: Output ``metrics.json`` (layout :data:`METRICS_SCHEMA`).
+        summary: Output ``summary.md`` (None: not written).
+        plots: Plot outputs by kind (see :func:`morphoflow.metrics.plots.make_plots`; None: none).
+        config: ``{"metrics": ..., "seed": ...}`` from the validated config.
+        upstream: Files of the other stages by :data:`UPSTREAM` key (all optional).
+        benchmarks: Folder of the other rules' Snakemake benchmark files (``timing_s``).
+
+    Returns:
+        The dictionary written to ``metrics``.
+    """
+    cfg, seed = config["metrics"], int(config["seed"])
+    upstream = dict(upstream or {})
+    unknown = set(upstream) - set(UPSTREAM)
+    if unknown:
+        raise ValueError(f"unknown upstream inputs {sorted(unknown)} (known: {list(UPSTREAM)})")
+    m = measure(test, samples, cfg, progress=progress)
+    generation = compare(m, cfg, seed)
+    written = write_metrics(metrics, assemble(len(m.real), generation, upstream, benchmarks))
+    if summary is not None:
+        write_summary(summary, written, cfg["targets"])
     if plots:
-        from .plots import make_plots
-
-        z_real = z_gen = None
-        if latents is not None and Path(latents).exists():
-            with h5py.File(latents, "r") as f:
-                if "z_mean" not in f:
-                    raise ContractError(f"{latents}: dataset 'z_mean' is missing")
-                z_real = f["z_mean"][()]
-            if "flow" in samples:
-                with h5py.File(samples["flow"], "r") as f:
-                    z_gen = f["z"][()] if "z" in f else None
-        make_plots(
-            plots,
-            real=real,
-            gens=gen_sets,
-            real_props=real_props,
-            gen_props=gen_props_all,
-            channel=channel,
-            z_real=z_real,
-            z_gen=z_gen,
-            histories={k: v for k, v in (("autoencoder", ae_history), ("flow", flow_history)) if v},
-            pcfg=cfg.get("plots", {}),
-            power=power_spectrum_1d,
-        )
+        plot(plots, m, samples, upstream, cfg)
     return written

@@ -8,10 +8,10 @@ Kinds (keys of the ``paths`` mapping of :func:`make_plots`; any may be left out)
 
 from __future__ import annotations
 
-__all__ = ["make_plots"]
+__all__ = ["KINDS", "corner_axes", "make_plots"]
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,10 @@ import numpy as np  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
 from ..contract import GalaxySet  # noqa: E402
+from .power_spectrum import power_spectrum_1d  # noqa: E402
 
+#: Figure kinds of :func:`make_plots`.
+KINDS: tuple[str, ...] = ("grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves")
 COLORS = {"real": "k", "flow": "C0", "gaussian": "C1"}
 
 
@@ -112,6 +115,57 @@ def _conditional(path: Any, real: GalaxySet, gens: dict, real_props: dict, gen_p
     _save(fig, path)
 
 
+def corner_axes(
+    axes: np.ndarray,
+    sets: Sequence[tuple[np.ndarray, str, str | None]],
+    labels: Sequence[str],
+    *,
+    bins: Callable[[int], Any] = lambda i: 30,
+    limits: np.ndarray | None = None,
+    point_size: float = 2,
+    alpha: float = 0.4,
+    rasterized: bool = False,
+    label_size: float | None = None,
+    tick_size: float | None = None,
+    top_ylabel: bool = True,
+) -> None:
+    r"""Draw a corner plot on a (D, D) grid of ``axes``: histograms on the diagonal, scatter plots below.
+
+    Arguments:
+        sets: ``(points (N, D), colour, legend label or None)`` per set, drawn in this order.
+        labels: Axis label of each of the D columns.
+        bins: Histogram bins of column i (``bins(i)``: a count or edges).
+        limits: Optional (D, 2) axis limits of the scatter plots.
+        point_size, alpha, rasterized: Style of the scatter points.
+        label_size, tick_size: Font sizes of the axis labels and tick labels (None: matplotlib's).
+        top_ylabel: Label the y axis of the top-left histogram too.
+    """
+    d = len(labels)
+    font = {} if label_size is None else {"fontsize": label_size}
+    for i in range(d):
+        for j in range(d):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                for pts, color, label in sets:
+                    extra = {} if label is None else {"label": label}
+                    ax.hist(pts[:, i], bins=bins(i), histtype="step", density=True, color=color, **extra)
+            else:
+                for pts, color, _ in sets:
+                    ax.scatter(pts[:, j], pts[:, i], s=point_size, alpha=alpha, color=color, rasterized=rasterized)
+                if limits is not None:
+                    ax.set_xlim(limits[j])
+                    ax.set_ylim(limits[i])
+            if tick_size is not None:
+                ax.tick_params(labelsize=tick_size)
+            if i == d - 1:
+                ax.set_xlabel(labels[j], **font)
+            if j == 0 and (i > 0 or top_ylabel):
+                ax.set_ylabel(labels[i], **font)
+
+
 def _corner(path: Any, z_real: np.ndarray | None, z_gen: np.ndarray | None, dims: int) -> None:
     if z_real is None:
         fig, ax = plt.subplots(figsize=(3, 2))
@@ -121,24 +175,8 @@ def _corner(path: Any, z_real: np.ndarray | None, z_gen: np.ndarray | None, dims
         return
     d = min(dims, z_real.shape[1])
     fig, axes = plt.subplots(d, d, figsize=(2 * d, 2 * d), squeeze=False)
-    for i in range(d):
-        for j in range(d):
-            ax = axes[i, j]
-            if j > i:
-                ax.axis("off")
-                continue
-            if i == j:
-                ax.hist(z_real[:, i], bins=30, histtype="step", density=True, color="k", label="encoded test")
-                if z_gen is not None:
-                    ax.hist(z_gen[:, i], bins=30, histtype="step", density=True, color="C0", label="flow samples")
-            else:
-                ax.scatter(z_real[:, j], z_real[:, i], s=2, alpha=0.4, color="k")
-                if z_gen is not None:
-                    ax.scatter(z_gen[:, j], z_gen[:, i], s=2, alpha=0.4, color="C0")
-            if i == d - 1:
-                ax.set_xlabel(f"z{j}")
-            if j == 0:
-                ax.set_ylabel(f"z{i}")
+    sets = [(z_real, "k", "encoded test")] + ([(z_gen, "C0", "flow samples")] if z_gen is not None else [])
+    corner_axes(axes, sets, [f"z{i}" for i in range(d)])
     axes[0, 0].legend(fontsize=6)
     _save(fig, path)
 
@@ -165,35 +203,35 @@ def _losses(path: Any, histories: dict[str, Any]) -> None:
 
 
 def make_plots(
-    paths: dict[str, str | os.PathLike],
+    paths: Mapping[str, str | os.PathLike],
     *,
     real: GalaxySet,
     gens: dict[str, GalaxySet],
     real_props: dict[str, np.ndarray],
     gen_props: dict[str, dict[str, np.ndarray]],
-    channel: int = 0,
+    channel: int,
+    config: Mapping[str, Any],
     z_real: np.ndarray | None = None,
     z_gen: np.ndarray | None = None,
     histories: dict[str, Any] | None = None,
-    pcfg: dict[str, Any] | None = None,
-    power: Callable | None = None,
 ) -> None:
-    r"""Write each requested figure kind to its path (see the module docstring)."""
-    pcfg = pcfg or {}
-    unknown = set(paths) - {"grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves"}
+    r"""Write each requested figure kind to its path (see the module docstring).
+
+    Arguments:
+        config: The ``metrics.plots`` config section (``n_grid``, ``corner_dims``).
+    """
+    unknown = set(paths) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown plot kinds {sorted(unknown)}")
     if "grid" in paths:
-        _grid(paths["grid"], real, gens, channel, int(pcfg.get("n_grid", 8)))
+        _grid(paths["grid"], real, gens, channel, int(config["n_grid"]))
     if "histograms" in paths:
         _hist(paths["histograms"], real_props, gen_props)
     if "power_spectra" in paths:
-        from .power_spectrum import power_spectrum_1d
-
-        _power(paths["power_spectra"], real, gens, channel, power or power_spectrum_1d)
+        _power(paths["power_spectra"], real, gens, channel, power_spectrum_1d)
     if "conditional" in paths:
         _conditional(paths["conditional"], real, gens, real_props, gen_props)
     if "latent_corner" in paths:
-        _corner(paths["latent_corner"], z_real, z_gen, int(pcfg.get("corner_dims", 4)))
+        _corner(paths["latent_corner"], z_real, z_gen, int(config["corner_dims"]))
     if "loss_curves" in paths:
         _losses(paths["loss_curves"], histories or {})

@@ -3,6 +3,7 @@
 # particles_simulate | particles_import -> particles_clean -> particles_render (results/data/raw.h5)
 # -> [preprocess, autoencoder, latents] -> particles_train_{variant} -> particles_sample_{variant}
 # -> particles_plots -> particles_metrics (results/metrics.json). See docs/particles.md.
+# Entry points: morphoflow.particles.pipeline.run_<rule> (config = pick(...) of the keys each rule reads).
 
 PART = f"{RESULTS}/particles"
 _PART = config["particles"]
@@ -24,10 +25,9 @@ if _PART["source"] == "simulate":
 
     rule particles_simulate:
         output:
-            f"{PART}/raw_stars.h5",
+            raw_stars=f"{PART}/raw_stars.h5",
         params:
-            simulate=_PART["simulate"],
-            seed=config["seed"],
+            config=pick("particles.simulate", "seed"),
         log:
             log_path("particles_simulate"),
         benchmark:
@@ -47,7 +47,7 @@ else:
         input:
             folder=_PART["npy_folder"],
         output:
-            f"{PART}/raw_stars.h5",
+            raw_stars=f"{PART}/raw_stars.h5",
         log:
             log_path("particles_import"),
         benchmark:
@@ -64,12 +64,12 @@ else:
 
 rule particles_clean:
     input:
-        f"{PART}/raw_stars.h5",
+        raw_stars=f"{PART}/raw_stars.h5",
     output:
         stars=f"{PART}/stars.h5",
-        report=f"{PART}/cleaning.json",
+        cleaning=f"{PART}/cleaning.json",
     params:
-        clean=_PART["clean"],
+        config=pick("particles.clean"),
     log:
         log_path("particles_clean"),
     benchmark:
@@ -86,12 +86,11 @@ rule particles_clean:
 
 rule particles_render:
     input:
-        f"{PART}/stars.h5",
+        stars=f"{PART}/stars.h5",
     output:
-        f"{RESULTS}/data/raw.h5",
+        raw=f"{RESULTS}/data/raw.h5",
     params:
-        render=_PART["render"],
-        seed=config["seed"],
+        config=pick("particles.render", "seed"),
     log:
         log_path("particles_render"),
     benchmark:
@@ -115,9 +114,8 @@ rule particles_train:
         model=f"{PART}/flow_{{variant}}.pt",
         history=f"{PART}/history_{{variant}}.csv",
     params:
-        particles=lambda wc: {k: _PART[k] for k in ("context", "max_stars_per_galaxy", "flow")},
-        seed=config["seed"],
-        workdir=lambda wc: f"{PART}/checkpoints/{wc.variant}",
+        config=pick("particles.context", "particles.max_stars_per_galaxy", "particles.flow", "seed"),
+        checkpoints=lambda wc: f"{PART}/checkpoints/{wc.variant}",
     log:
         log_path("particles_train_{variant}"),
     benchmark:
@@ -139,10 +137,9 @@ rule particles_sample:
         stars=f"{PART}/stars.h5",
         test=f"{RESULTS}/latents/test.h5",
     output:
-        f"{PART}/samples_{{variant}}.h5",
+        samples=f"{PART}/samples_{{variant}}.h5",
     params:
-        seed=config["seed"],
-        batch_size=_PART["sample"]["batch_size"],
+        config=pick("particles.sample", "seed"),
     log:
         log_path("particles_sample_{variant}"),
     benchmark:
@@ -165,7 +162,8 @@ rule particles_plots:
     output:
         **PARTICLE_PLOTS,
     params:
-        variants=PARTICLE_VARIANTS,
+        # the order of the variants = the order of input `samples`
+        config=pick("particles.variants"),
     log:
         log_path("particles_plots"),
     benchmark:
@@ -185,17 +183,19 @@ rule particles_metrics:
         stars=f"{PART}/stars.h5",
         samples=expand(f"{PART}/samples_{{variant}}.h5", variant=PARTICLE_VARIANTS),
         models=expand(f"{PART}/flow_{{variant}}.pt", variant=PARTICLE_VARIANTS),
-        latents=expand(f"{RESULTS}/latents/{{split}}.h5", split=SPLITS),
+        train=f"{RESULTS}/latents/train.h5",
+        val=f"{RESULTS}/latents/val.h5",
+        test=f"{RESULTS}/latents/test.h5",
         cleaning=f"{PART}/cleaning.json",
         plots=list(PARTICLE_PLOTS.values()),
         autoencoder=f"{RESULTS}/autoencoder/test_metrics.json",
     output:
-        f"{RESULTS}/metrics.json",
+        metrics=f"{RESULTS}/metrics.json",
     params:
-        variants=PARTICLE_VARIANTS,
-        metrics=_PART["metrics"],
-        bench_dir="benchmarks",
-        seed=config["seed"],
+        # the order of the variants = the order of inputs `samples` and `models`
+        config=pick("particles.variants", "particles.metrics", "seed"),
+        # wall times (timing_s): the other rules' benchmark files, as in rule metrics
+        benchmarks="benchmarks",
     log:
         log_path("particles_metrics"),
     benchmark:

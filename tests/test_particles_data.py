@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from morphoflow.config import load_config
 from morphoflow.contract import ContractError, read_galaxies
 from morphoflow.particles.clean import clean_galaxy
 from morphoflow.particles.io import (
@@ -19,10 +20,16 @@ from morphoflow.particles.io import (
     write_npy_galaxy,
     write_stars,
 )
-from morphoflow.particles.pipeline import clean_particles, render_particles, simulate_particles
+from morphoflow.particles.pipeline import run_particles_clean, run_particles_render, run_particles_simulate
 from morphoflow.particles.simulate import simulate_galaxy, simulate_stars
 
-SMALL = {"n_galaxies": 6, "n_stars_range": [300, 600]}
+
+def section(name: str, **overrides) -> dict:
+    r"""The validated ``particles.<name>`` config section: schema defaults with ``overrides``."""
+    return load_config(overrides={"particles": {name: overrides}})["particles"][name]
+
+
+SMALL = section("simulate", n_galaxies=6, n_stars_range=[300, 600])
 
 
 def _galaxy(n: int = 50, seed: int = 0) -> np.ndarray:
@@ -91,11 +98,11 @@ def test_simulated_galaxy_depends_only_on_its_id():
 
 
 def test_cleaning_cuts_satellite_and_aligns_disk():
-    stars, _ = simulate_galaxy(3, 11, {"n_stars_range": [2000, 2000], "contamination": 0.03})
+    stars, _ = simulate_galaxy(3, 11, section("simulate", n_stars_range=[2000, 2000], contamination=0.03))
     cols = NPY_COLUMNS
     r_before = np.linalg.norm(stars[:, :3], axis=1)
     assert r_before.max() > 27.7  # the satellite lies beyond the cap
-    out, counts = clean_galaxy(stars, cols, {"percentile": 99.5})
+    out, counts = clean_galaxy(stars, cols, section("clean", percentile=99.5))
     assert counts["radius_capped"] == 1 and counts["removed_radius"] >= 0.02 * len(stars)
     assert counts["stars_in"] - counts["removed_radius"] - counts["removed_top_z"] - counts["removed_feh"] - counts["removed_ofe"] == len(out)
     assert np.linalg.norm(out[:, :3], axis=1).max() <= 27.7
@@ -108,13 +115,14 @@ def test_cleaning_cuts_satellite_and_aligns_disk():
     # PCA major axis along x.
     assert np.var(out[:, 0]) >= np.var(out[:, 1])
     # Too few stars: the galaxy is dropped.
-    dropped, c2 = clean_galaxy(stars[:150], cols, {"n_min": 1000})
+    dropped, c2 = clean_galaxy(stars[:150], cols, section("clean", n_min=1000))
     assert dropped is None and c2["stars_out"] == 0
 
 
 def test_clean_and_render_rules_write_contract_files(tmp_path):
-    simulate_particles(tmp_path / "raw_stars.h5", 5, SMALL)
-    report = clean_particles(tmp_path / "raw_stars.h5", tmp_path / "stars.h5", tmp_path / "cleaning.json", {})
+    run_particles_simulate(raw_stars=tmp_path / "raw_stars.h5", config={"particles": {"simulate": SMALL}, "seed": 5})
+    report = run_particles_clean(raw_stars=tmp_path / "raw_stars.h5", stars=tmp_path / "stars.h5",
+                                 cleaning=tmp_path / "cleaning.json", config={"particles": {"clean": section("clean")}})
     assert json.loads((tmp_path / "cleaning.json").read_text())["stars_out"] == report["stars_out"]
     ss = read_stars(tmp_path / "stars.h5")
     assert report["stars_out"] == len(ss.stars) and report["galaxies_out"] == len(ss)
@@ -122,7 +130,8 @@ def test_clean_and_render_rules_write_contract_files(tmp_path):
         assert np.isfinite(ss.catalog[key]).all()
     assert (ss.catalog["age_p10_gyr"] < ss.catalog["age_median_gyr"]).all()
 
-    render_particles(tmp_path / "stars.h5", tmp_path / "raw.h5", 5, {"stamp_size": 32})
+    render = {"particles": {"render": section("render", stamp_size=32)}, "seed": 5}
+    run_particles_render(stars=tmp_path / "stars.h5", raw=tmp_path / "raw.h5", config=render)
     gs = read_galaxies(tmp_path / "raw.h5")
     assert gs.images.shape == (len(ss), 1, 32, 32)
     np.testing.assert_array_equal(gs.ids, ss.ids)
@@ -135,7 +144,7 @@ def test_clean_and_render_rules_write_contract_files(tmp_path):
     # More stellar mass of similar age shines brighter: magnitude anti-correlates with log M*.
     assert np.corrcoef(gs.catalog["mag"], ss.catalog["log_mstar"])[0, 1] < -0.5
     # Rerun: identical output (per-galaxy seeds).
-    render_particles(tmp_path / "stars.h5", tmp_path / "raw2.h5", 5, {"stamp_size": 32})
+    run_particles_render(stars=tmp_path / "stars.h5", raw=tmp_path / "raw2.h5", config=render)
     np.testing.assert_array_equal(read_galaxies(tmp_path / "raw2.h5").images, gs.images)
 
 

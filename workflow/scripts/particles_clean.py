@@ -1,7 +1,13 @@
-"""Adapter for rule particles_clean: raw stars -> cleaned, aligned stars + cleaning report (JSON counts)."""
+"""Adapter of rule particles_clean: raw stars -> cleaned, aligned stars + cleaning report (JSON counts)."""
 
-from morphoflow.particles.pipeline import clean_particles
+from morphoflow.particles.pipeline import run_particles_clean
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-clean_particles(snakemake.input[0], snakemake.output.stars, snakemake.output.report, dict(snakemake.params.clean))
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_particles_clean(
+    raw_stars=snakemake.input.raw_stars,
+    stars=snakemake.output.stars,
+    cleaning=snakemake.output.cleaning,
+    config=snakemake.params.config,
+)

@@ -1,7 +1,8 @@
-"""Adapter for rule particles_import: a folder of GalacticFlow .npy galaxies -> results/particles/raw_stars.h5."""
+"""Adapter of rule particles_import: a folder of GalacticFlow .npy galaxies -> particles/raw_stars.h5."""
 
-from morphoflow.particles.pipeline import import_particles
+from morphoflow.particles.pipeline import run_particles_import
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-import_particles(snakemake.input.folder, snakemake.output[0])
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_particles_import(folder=snakemake.input.folder, raw_stars=snakemake.output.raw_stars)

@@ -1,19 +1,22 @@
-"""Adapter for rule particles_metrics: per-galaxy metrics with floors, latent vs global -> results/metrics.json."""
+"""Adapter of rule particles_metrics: per-galaxy metrics with floors, latent vs global -> metrics.json."""
 
-from morphoflow.particles.pipeline import particle_metrics
+from morphoflow.particles.pipeline import run_particles_metrics
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-particle_metrics(
-    snakemake.input.stars,
-    dict(zip(snakemake.params.variants, snakemake.input.samples)),
-    dict(zip(snakemake.params.variants, snakemake.input.models)),
-    dict(zip(["train", "val", "test"], snakemake.input.latents)),
-    snakemake.input.cleaning,
-    snakemake.output[0],
-    seed=snakemake.params.seed,
-    cfg=dict(snakemake.params.metrics),
-    autoencoder_metrics=snakemake.input.get("autoencoder"),
-    plot_paths=list(snakemake.input.plots),
-    bench_dir=snakemake.params.bench_dir,
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+variants = snakemake.params.config["particles"]["variants"]
+run_particles_metrics(
+    stars=snakemake.input.stars,
+    samples=dict(zip(variants, snakemake.input.samples)),
+    models=dict(zip(variants, snakemake.input.models)),
+    train=snakemake.input.train,
+    val=snakemake.input.val,
+    test=snakemake.input.test,
+    cleaning=snakemake.input.cleaning,
+    plots=list(snakemake.input.plots),
+    autoencoder=snakemake.input.autoencoder,
+    metrics=snakemake.output.metrics,
+    config=snakemake.params.config,
+    benchmarks=snakemake.params.benchmarks,
 )

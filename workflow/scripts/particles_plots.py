@@ -1,11 +1,15 @@
-"""Adapter for rule particles_plots: corner plot, face-on maps and histograms of sampled vs true stars."""
+"""Adapter of rule particles_plots: corner plot, face-on maps and histograms of sampled vs true stars."""
 
-from morphoflow.particles.pipeline import plot_particles
+from morphoflow.particles.pipeline import run_particles_plots
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-plot_particles(
-    snakemake.input.stars,
-    dict(zip(snakemake.params.variants, snakemake.input.samples)),
-    {"corner": snakemake.output.corner, "maps": snakemake.output.maps, "hist": snakemake.output.hist},
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+variants = snakemake.params.config["particles"]["variants"]
+run_particles_plots(
+    stars=snakemake.input.stars,
+    samples=dict(zip(variants, snakemake.input.samples)),
+    corner=snakemake.output.corner,
+    maps=snakemake.output.maps,
+    hist=snakemake.output.hist,
 )

@@ -1,7 +1,8 @@
-"""Adapter for rule particles_render: cleaned stars -> galaxy images in the data contract (results/data/raw.h5)."""
+"""Adapter of rule particles_render: cleaned stars -> galaxy images in the data contract (data/raw.h5)."""
 
-from morphoflow.particles.pipeline import render_particles
+from morphoflow.particles.pipeline import run_particles_render
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-render_particles(snakemake.input[0], snakemake.output[0], snakemake.params.seed, dict(snakemake.params.render))
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_particles_render(stars=snakemake.input.stars, raw=snakemake.output.raw, config=snakemake.params.config)

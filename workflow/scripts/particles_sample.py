@@ -1,14 +1,14 @@
-"""Adapter for rule particles_sample: stars of each held-out galaxy, sampled with its own context."""
+"""Adapter of rule particles_sample: stars of each held-out galaxy, sampled with its own context."""
 
-from morphoflow.particles.pipeline import sample_particle_flow
+from morphoflow.particles.pipeline import run_particles_sample
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-sample_particle_flow(
-    snakemake.input.model,
-    snakemake.input.stars,
-    snakemake.input.test,
-    snakemake.output[0],
-    seed=snakemake.params.seed,
-    batch_size=snakemake.params.batch_size,
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_particles_sample(
+    model=snakemake.input.model,
+    stars=snakemake.input.stars,
+    test=snakemake.input.test,
+    samples=snakemake.output.samples,
+    config=snakemake.params.config,
 )

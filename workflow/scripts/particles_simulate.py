@@ -1,7 +1,8 @@
-"""Adapter for rule particles_simulate: analytic star-particle galaxies -> results/particles/raw_stars.h5."""
+"""Adapter of rule particles_simulate: analytic star-particle galaxies -> particles/raw_stars.h5."""
 
-from morphoflow.particles.pipeline import simulate_particles
+from morphoflow.particles.pipeline import run_particles_simulate
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-simulate_particles(snakemake.output[0], snakemake.params.seed, dict(snakemake.params.simulate))
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_particles_simulate(raw_stars=snakemake.output.raw_stars, config=snakemake.params.config)

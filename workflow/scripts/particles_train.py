@@ -1,17 +1,17 @@
-"""Adapter for rule particles_train: the star flow of one context variant (latent or global)."""
+"""Adapter of rule particles_train: the star flow of one context variant (latent or global)."""
 
-from morphoflow.particles.pipeline import train_particle_flow
+from morphoflow.particles.pipeline import run_particles_train
 from morphoflow.runtime import setup_rule
 
-setup_rule(log=snakemake.log[0], threads=snakemake.threads)
-train_particle_flow(
-    snakemake.input.stars,
-    snakemake.input.train,
-    snakemake.input.val,
-    snakemake.output.model,
-    snakemake.output.history,
-    snakemake.wildcards.variant,
-    dict(snakemake.params.particles),
-    seed=snakemake.params.seed,
-    workdir=snakemake.params.workdir,
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+setup_rule(snakemake.log[0], snakemake.threads)
+run_particles_train(
+    stars=snakemake.input.stars,
+    train=snakemake.input.train,
+    val=snakemake.input.val,
+    model=snakemake.output.model,
+    history=snakemake.output.history,
+    variant=snakemake.wildcards.variant,
+    checkpoints=snakemake.params.checkpoints,
+    config=snakemake.params.config,
 )

@@ -19,8 +19,9 @@ The global parameters the flow is conditioned on are computed from the cleaned s
 
 from __future__ import annotations
 
-__all__ = ["CLEAN_DEFAULTS", "GLOBAL_UNITS", "clean_galaxy", "clean_stars", "global_parameters", "align_galaxy"]
+__all__ = ["GLOBAL_UNITS", "clean_galaxy", "clean_stars", "global_parameters", "align_galaxy"]
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -28,18 +29,6 @@ from tqdm import tqdm
 
 from .io import StarSet
 from .simulate import Z_SUN
-
-CLEAN_DEFAULTS: dict[str, Any] = {
-    "recenter": True,
-    "percentile": 95.0,
-    "percentile2": 95.0,
-    "r_max_kpc": 27.7,
-    "drop_top_z": 10,
-    "feh_min": -8.0,
-    "ofe_min": -1.0,
-    "n_min": 100,
-    "pca_quantile": 0.9,
-}
 
 #: Units of the global parameters (catalog columns) written by :func:`clean_stars`.
 GLOBAL_UNITS: dict[str, str] = {
@@ -67,7 +56,7 @@ def _rotation_to_z(v: np.ndarray) -> np.ndarray:
     return np.eye(3) + s * kx + (1 - c) * kx @ kx
 
 
-def align_galaxy(stars: np.ndarray, columns: tuple[str, ...], pca_quantile: float = 0.9) -> np.ndarray:
+def align_galaxy(stars: np.ndarray, columns: tuple[str, ...], pca_quantile: float) -> np.ndarray:
     r"""Rotate positions and velocities: angular momentum along +z, PCA major axis along +x."""
 
     ix, iv, im = columns.index("x"), columns.index("vx"), columns.index("mass")
@@ -111,11 +100,14 @@ def _recenter(stars: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
 
 
 def clean_galaxy(
-    stars: np.ndarray, columns: tuple[str, ...], cfg: dict[str, Any] | None = None
+    stars: np.ndarray, columns: tuple[str, ...], cfg: Mapping[str, Any]
 ) -> tuple[np.ndarray | None, dict[str, int]]:
-    r"""Clean one galaxy (module docstring). Returns the kept stars (``None`` if the galaxy is dropped) and counts."""
+    r"""Clean one galaxy (module docstring). Returns the kept stars (``None`` if the galaxy is dropped) and counts.
 
-    cfg = {**CLEAN_DEFAULTS, **(cfg or {})}
+    Arguments:
+        cfg: The ``particles.clean`` config section.
+    """
+
     counts = {"stars_in": len(stars)}
     if cfg["recenter"]:
         stars = _recenter(stars, columns)
@@ -169,14 +161,16 @@ def global_parameters(stars: np.ndarray, columns: tuple[str, ...]) -> dict[str, 
     }
 
 
-def clean_stars(ss: StarSet, cfg: dict[str, Any] | None = None) -> tuple[StarSet, dict[str, Any]]:
+def clean_stars(ss: StarSet, cfg: Mapping[str, Any]) -> tuple[StarSet, dict[str, Any]]:
     r"""Clean every galaxy; add the global parameters to the catalog.
+
+    Arguments:
+        cfg: The ``particles.clean`` config section.
 
     Returns:
         The cleaned set (dropped galaxies removed) and a report of counts (JSON-serialisable).
     """
 
-    cfg = {**CLEAN_DEFAULTS, **(cfg or {})}
     galaxies, rows, totals = [], [], {}
     glob: dict[str, list[float]] = {k: [] for k in GLOBAL_UNITS}
     for g in tqdm(range(len(ss)), desc="clean particles", unit="galaxy", leave=False):
@@ -200,7 +194,7 @@ def clean_stars(ss: StarSet, cfg: dict[str, Any] | None = None) -> tuple[StarSet
         "galaxies_out": len(galaxies),
         "galaxies_removed_n_min": len(ss) - len(galaxies),
         **totals,
-        "config": cfg,
+        "config": dict(cfg),
     }
     cleaned = StarSet.from_list(galaxies, catalog, units, ss.columns, dict(ss.attrs))
     return cleaned, report

@@ -3,7 +3,8 @@ r"""Flow tables for star-particle mode: one row per star, target = its features,
 Target (D = 10): ``x, y, z`` (kpc), ``vx, vy, vz`` (km/s), ``log10 Z``, ``[Fe/H]``, ``[O/Fe]`` (dex),
 ``age`` (Gyr); the total metallicity is learnt in log, as GalacticFlow does. Context: the galaxy's global
 parameters (``particles.context``, columns of the star file's catalog) and, for the ``latent`` variant,
-its image latent ``z_mean`` (stage 1, ``results/latents/{split}.h5``) matched by ``catalog/id``.
+its image latent ``z_mean`` (stage 1, ``results/latents/{split}.h5``, read by
+:func:`morphoflow.autoencoder.latents.read_latents`) matched by ``catalog/id``.
 The flow standardises both with training-split statistics (:class:`morphoflow.flow.Standardizer`).
 
 The train/val/test split is the image pipeline's (``preprocess`` hashes the id): a galaxy belongs to the
@@ -18,17 +19,13 @@ __all__ = [
     "VARIANTS",
     "stars_to_target",
     "target_to_stars",
-    "read_latents",
     "context_columns",
     "galaxy_contexts",
     "build_table",
 ]
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..contract import ContractError
@@ -60,29 +57,6 @@ def target_to_stars(target: np.ndarray) -> np.ndarray:
     iz = STAR_COLUMNS.index("Z")
     out[:, iz] = 10 ** out[:, iz]
     return out
-
-
-def read_latents(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    r"""Read ``catalog/id`` (N,) and ``z_mean`` (N, D) of a stage-1 latent file.
-
-    Raises:
-        ContractError: naming the file and the missing or malformed dataset.
-    """
-
-    name = str(path)
-    if not Path(path).exists():
-        raise ContractError(f"{name}: latent file not found")
-    with h5py.File(path, "r") as f:
-        for key in ("z_mean", "catalog/id"):
-            if key not in f:
-                raise ContractError(f"{name}: dataset '{key}' is missing")
-        z = f["z_mean"][()].astype(np.float32)
-        ids = f["catalog/id"][()].astype(np.int64)
-    if z.ndim != 2 or len(z) != len(ids):
-        raise ContractError(f"{name}: dataset 'z_mean' must be ({len(ids)}, D), got shape {z.shape}")
-    if not np.isfinite(z).all():
-        raise ContractError(f"{name}: dataset 'z_mean' holds non-finite values")
-    return ids, z
 
 
 def context_columns(variant: str, global_keys: Sequence[str], latent_dim: int) -> list[str]:

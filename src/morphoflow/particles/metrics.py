@@ -9,8 +9,9 @@ dimension counts alike and values are in units of that scale:
   (Bonneel et al. 2015);
 * ``mmd``: squared maximum mean discrepancy, unbiased estimate, RBF kernel with the median pairwise
   distance as bandwidth (Gretton et al. 2012);
-* ``c2st_auc``: classifier two-sample test (Lopez-Paz & Oquab 2017): a small torch MLP trained on one
-  half of the pooled samples, ROC AUC on the other half; 0.5 = indistinguishable.
+* ``c2st_auc``: classifier two-sample test (Lopez-Paz & Oquab 2017, :func:`particle_c2st_auc`): a small
+  torch MLP trained on one half of the pooled samples, ROC AUC (:func:`morphoflow.metrics.c2st.roc_auc`) on
+  the other half; 0.5 = indistinguishable.
 
 The floor of each metric compares two disjoint halves A, B of the true stars; the model's value
 compares a sample S of the size of A with the same B (:func:`galaxy_metrics`).
@@ -18,15 +19,18 @@ compares a sample S of the size of A with the same B (:func:`galaxy_metrics`).
 
 from __future__ import annotations
 
-__all__ = ["w1_per_dim", "sliced_wasserstein", "mmd_rbf", "c2st_auc", "galaxy_metrics", "summarise"]
+__all__ = [
+    "METRICS", "w1_per_dim", "sliced_wasserstein", "mmd_rbf", "particle_c2st_auc", "galaxy_metrics", "summarise",
+]  # fmt: skip
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
+from ..metrics.c2st import roc_auc
 from ..seeding import item_rng, item_seed
 
 METRICS: tuple[str, ...] = ("w1_mean", "swd", "mmd", "c2st_auc")
@@ -68,19 +72,11 @@ def mmd_rbf(a: np.ndarray, b: np.ndarray, max_n: int = 1000, rng: np.random.Gene
     )
 
 
-def _auc(score: np.ndarray, label: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    ranks = rankdata(score)
-    pos = label == 1
-    n1, n0 = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def c2st_auc(
+def particle_c2st_auc(
     a: np.ndarray, b: np.ndarray, seed: int = 0, max_n: int = 1000, hidden: int = 32, steps: int = 300
 ) -> float:
-    r"""ROC AUC of a 2-layer MLP (``hidden`` units, Adam, ``steps`` full-batch steps) telling ``a`` from ``b`` on held-out halves."""
+    r"""ROC AUC of a 2-layer MLP (``hidden`` units, Adam, ``steps`` full-batch steps) telling star sets ``a``
+    (N, D) from ``b`` (M, D) on held-out halves (the images' C2ST is :func:`morphoflow.metrics.c2st.c2st_auc`)."""
 
     rng = np.random.default_rng(seed)
     n = min(len(a), len(b), max_n)
@@ -108,7 +104,7 @@ def c2st_auc(
         opt.step()
     with torch.no_grad():
         score = net(torch.as_tensor(x[te])).squeeze(-1).numpy()
-    return _auc(score, y[te])
+    return roc_auc(score, y[te])
 
 
 def galaxy_metrics(
@@ -117,14 +113,15 @@ def galaxy_metrics(
     scale: Sequence[float],
     seed: int,
     galaxy_id: int,
-    n_proj: int = 128,
-    max_n: int = 1000,
-    c2st_steps: int = 300,
+    cfg: Mapping[str, Any],
 ) -> dict[str, Any]:
     r"""Metrics of one galaxy and their floors.
 
     ``truth`` is split at random into halves A and B; the model's values compare the first ``len(A)``
     sampled stars with B, the floors compare A with B. Random draws use ``item_rng(seed, galaxy_id, ...)``.
+
+    Arguments:
+        cfg: The ``particles.metrics`` config section (``n_proj``, ``max_n``, ``c2st_steps``).
     """
 
     scale = np.asarray(scale, np.float64)
@@ -135,6 +132,8 @@ def galaxy_metrics(
     part_a, part_b = truth[perm[:half]], truth[perm[half : 2 * half]]
     s = sample[:half]
     out: dict[str, Any] = {"id": int(galaxy_id), "n_true": int(len(truth))}
+    n_proj, max_n = int(cfg["n_proj"]), int(cfg["max_n"])
+    c2st_seed = item_seed(seed, galaxy_id, "particles.c2st") % 2**31
     for tag, x in (("model", s), ("floor", part_a)):
         w1 = w1_per_dim(x, part_b)
         out[tag] = {
@@ -142,7 +141,7 @@ def galaxy_metrics(
             "w1_mean": float(w1.mean()),
             "swd": sliced_wasserstein(x, part_b, n_proj, item_rng(seed, galaxy_id, "particles.swd")),
             "mmd": mmd_rbf(x, part_b, max_n, item_rng(seed, galaxy_id, "particles.mmd")),
-            "c2st_auc": c2st_auc(x, part_b, item_seed(seed, galaxy_id, "particles.c2st") % 2**31, max_n, steps=c2st_steps),
+            "c2st_auc": particle_c2st_auc(x, part_b, c2st_seed, max_n, steps=int(cfg["c2st_steps"])),
         }
     return out
 

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import binned_statistic_2d  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
+from ..metrics.plots import corner_axes  # noqa: E402
 
 LABELS = {
     "x": "x [kpc]", "y": "y [kpc]", "z": "z [kpc]", "vx": "vx [km/s]", "vy": "vy [km/s]", "vz": "vz [km/s]",
@@ -34,9 +35,15 @@ def _limits(truth: np.ndarray) -> np.ndarray:
 
 
 def corner_plot(
-    sample: np.ndarray, truth: np.ndarray, columns: list[str], path: str | os.PathLike, title: str = "", max_points: int = 2000
+    sample: np.ndarray,
+    truth: np.ndarray,
+    columns: list[str],
+    path: str | os.PathLike,
+    title: str = "",
+    max_points: int = 2000,
 ) -> None:
-    r"""Lower-triangle scatter and diagonal histograms of sampled (orange) vs true (blue) stars of one galaxy."""
+    r"""Lower-triangle scatter and diagonal histograms of sampled (orange) vs true (blue) stars of one galaxy
+    (at most ``max_points`` of each, drawn with a fixed seed), on the central 98 % of the true stars."""
 
     rng = np.random.default_rng(0)
     s = sample[rng.permutation(len(sample))[:max_points]]
@@ -44,32 +51,30 @@ def corner_plot(
     d = len(columns)
     lim = _limits(truth)
     fig, axes = plt.subplots(d, d, figsize=(1.6 * d, 1.6 * d))
-    for i in range(d):
-        for j in range(d):
-            ax = axes[i, j]
-            if j > i:
-                ax.axis("off")
-                continue
-            if i == j:
-                bins = np.linspace(*lim[i], 30)
-                ax.hist(t[:, i], bins, density=True, histtype="step", color="C0")
-                ax.hist(s[:, i], bins, density=True, histtype="step", color="C1")
-            else:
-                ax.scatter(t[:, j], t[:, i], s=0.3, alpha=0.3, color="C0", rasterized=True)
-                ax.scatter(s[:, j], s[:, i], s=0.3, alpha=0.3, color="C1", rasterized=True)
-                ax.set_xlim(lim[j])
-                ax.set_ylim(lim[i])
-            ax.tick_params(labelsize=5)
-            if i == d - 1:
-                ax.set_xlabel(LABELS.get(columns[j], columns[j]), fontsize=7)
-            if j == 0 and i > 0:
-                ax.set_ylabel(LABELS.get(columns[i], columns[i]), fontsize=7)
+    corner_axes(
+        axes,
+        [(t, "C0", None), (s, "C1", None)],
+        [LABELS.get(c, c) for c in columns],
+        bins=lambda i: np.linspace(*lim[i], 30),
+        limits=lim,
+        point_size=0.3,
+        alpha=0.3,
+        rasterized=True,
+        label_size=7,
+        tick_size=5,
+        top_ylabel=False,
+    )
     fig.suptitle(f"{title}  blue: true, orange: sampled")
     _save(fig, path)
 
 
 def faceon_maps(
-    sample: np.ndarray, truth: np.ndarray, columns: list[str], path: str | os.PathLike, title: str = "", bins: int = 24
+    sample: np.ndarray,
+    truth: np.ndarray,
+    columns: list[str],
+    path: str | os.PathLike,
+    title: str = "",
+    bins: int = 24,
 ) -> None:
     r"""Face-on (x-y) maps of the mean [Fe/H] and mean age, true vs sampled."""
 
@@ -79,7 +84,8 @@ def faceon_maps(
     fig, axes = plt.subplots(2, 2, figsize=(8, 7))
     for row, (col, cmap) in enumerate((("feh", "viridis"), ("age", "magma"))):
         k = columns.index(col)
-        maps = [binned_statistic_2d(d[:, ix], d[:, iy], d[:, k], "mean", bins=[edges, edges]).statistic.T for d in (truth, sample)]
+        maps = [binned_statistic_2d(d[:, ix], d[:, iy], d[:, k], "mean", bins=[edges, edges]).statistic.T
+                for d in (truth, sample)]  # fmt: skip
         finite = np.concatenate([m[np.isfinite(m)] for m in maps])
         vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0, 1))
         for c, (m, name) in enumerate(zip(maps, ("true", "sampled"))):

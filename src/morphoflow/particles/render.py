@@ -11,8 +11,9 @@ The total flux follows ``mag = mag_ref - 2.5 log10(L / 1e10)`` (AB), counts ``10
 
 from __future__ import annotations
 
-__all__ = ["RENDER_DEFAULTS", "light_weights", "project", "render_galaxy", "render_stars"]
+__all__ = ["light_weights", "project", "render_galaxy", "render_stars"]
 
+from collections.abc import Mapping
 from typing import Any
 
 import galsim
@@ -23,19 +24,6 @@ from tqdm import tqdm
 from ..contract import GalaxySet
 from ..seeding import item_seed
 from .io import StarSet
-
-RENDER_DEFAULTS: dict[str, Any] = {
-    "stamp_size": 64,
-    "kpc_per_pixel": 0.35,
-    "pixel_scale_arcsec": 0.2,
-    "inclination_deg": 60.0,
-    "psf_fwhm_arcsec": 0.5,
-    "noise_sigma": 1.0,
-    "mag_ref": 15.5,
-    "zeropoint_ab": 25.0,
-    "band": "F814W",
-}
-
 
 def light_weights(stars: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
     r"""Luminosity of each star in units of Msun at 1 Gyr: :math:`m (\mathrm{age} / \mathrm{Gyr})^{-0.8}`."""
@@ -50,7 +38,7 @@ def project(stars: np.ndarray, columns: tuple[str, ...], inclination_deg: float)
     return np.stack([x, y * np.cos(i) - z * np.sin(i)], 1)
 
 
-def _psf(cfg: dict[str, Any]) -> np.ndarray:
+def _psf(cfg: Mapping[str, Any]) -> np.ndarray:
     n = int(cfg["stamp_size"])
     psf = galsim.Moffat(beta=3.0, fwhm=float(cfg["psf_fwhm_arcsec"]))
     # No pixel convolution: the particle histogram already integrates over pixels. Centred on pixel
@@ -60,7 +48,7 @@ def _psf(cfg: dict[str, Any]) -> np.ndarray:
 
 
 def render_galaxy(
-    stars: np.ndarray, columns: tuple[str, ...], cfg: dict[str, Any], psf: np.ndarray, noise_seed: int
+    stars: np.ndarray, columns: tuple[str, ...], cfg: Mapping[str, Any], psf: np.ndarray, noise_seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     r"""Render one galaxy: returns (observed, truth) (H, W) in counts and catalog values (mag, flux, hlr_arcsec)."""
 
@@ -87,14 +75,16 @@ def render_galaxy(
     return img.array.astype(np.float32), truth.astype(np.float32), {"mag": mag, "flux": flux, "hlr_arcsec": hlr_arcsec}
 
 
-def render_stars(ss: StarSet, seed: int, cfg: dict[str, Any] | None = None) -> GalaxySet:
+def render_stars(ss: StarSet, seed: int, cfg: Mapping[str, Any]) -> GalaxySet:
     r"""Render every galaxy of a (cleaned, aligned) :class:`StarSet` into the image data contract.
 
     The catalog carries the star set's columns (ids, global parameters, truths) plus ``mag``, ``flux``,
     ``hlr_arcsec``; noise is seeded per galaxy by ``item_seed(seed, id, "particles.render")``.
+
+    Arguments:
+        cfg: The ``particles.render`` config section.
     """
 
-    cfg = {**RENDER_DEFAULTS, **(cfg or {})}
     n = int(cfg["stamp_size"])
     psf = _psf(cfg)
     images = np.empty((len(ss), 1, n, n), np.float32)

@@ -33,8 +33,9 @@ relations chosen to span realistic ranges, documented in ``docs/particles.md``):
 
 from __future__ import annotations
 
-__all__ = ["SIM_DEFAULTS", "simulate_galaxy", "simulate_stars", "Z_SUN", "T_UNIVERSE_GYR"]
+__all__ = ["simulate_galaxy", "simulate_stars", "Z_SUN", "T_UNIVERSE_GYR"]
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -45,14 +46,6 @@ from .io import NPY_COLUMNS, StarSet
 
 Z_SUN = 0.0134  # Asplund et al. (2009)
 T_UNIVERSE_GYR = 13.8
-
-SIM_DEFAULTS: dict[str, Any] = {
-    "n_galaxies": 300,
-    "log_mstar_range": [9.0, 11.0],
-    "n_stars_range": [1500, 4000],
-    "contamination": 0.01,
-}
-
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     q, r = np.linalg.qr(rng.standard_normal((3, 3)))
@@ -71,35 +64,33 @@ def _delayed_tau_times(rng: np.random.Generator, n: int, tau: float, span: float
     return out[:n]
 
 
-def simulate_galaxy(seed: int, galaxy_id: int, cfg: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, float]]:
-    r"""Draw one galaxy.
-
-    Returns:
-        The stars, (N, 11) in :data:`~morphoflow.particles.io.NPY_COLUMNS` order and units (kpc, km/s,
-        metal fraction, dex, dex, Msun, Gyr), and the galaxy's true structural parameters.
-    """
-
-    cfg = {**SIM_DEFAULTS, **(cfg or {})}
-    rng = item_rng(seed, galaxy_id, "particles.simulate")
+def _galaxy_parameters(rng: np.random.Generator, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    r"""Draw the structural parameters of one galaxy and its numbers of disk, spheroid and satellite stars."""
     lo, hi = cfg["log_mstar_range"]
     logm = rng.uniform(lo, hi)
     frac = (logm - lo) / max(hi - lo, 1e-9)
     n = int(round(cfg["n_stars_range"][0] + frac * (cfg["n_stars_range"][1] - cfg["n_stars_range"][0])))
-    bt = float(np.clip(0.1 + 0.25 * (logm - 9.0) + rng.normal(0, 0.1), 0.02, 0.8))
-    rd = 3.0 * 10 ** (0.3 * (logm - 10.0) + rng.normal(0, 0.1))
-    q_disk = rng.uniform(0.75, 1.0)
-    vmax = 10 ** (2.2 + 0.27 * (logm - 10.0) + rng.normal(0, 0.03))
-    tau = 4.0 * 10 ** (-0.3 * (logm - 10.0) + rng.normal(0, 0.1))
+    p: dict[str, Any] = {"logm": logm, "n": n}
+    p["bt"] = float(np.clip(0.1 + 0.25 * (logm - 9.0) + rng.normal(0, 0.1), 0.02, 0.8))
+    p["rd"] = 3.0 * 10 ** (0.3 * (logm - 10.0) + rng.normal(0, 0.1))
+    p["q_disk"] = rng.uniform(0.75, 1.0)
+    p["vmax"] = 10 ** (2.2 + 0.27 * (logm - 10.0) + rng.normal(0, 0.03))
+    p["tau"] = 4.0 * 10 ** (-0.3 * (logm - 10.0) + rng.normal(0, 0.1))
     t0 = rng.uniform(0.5, 2.5)
-    span = T_UNIVERSE_GYR - t0
-    feh0 = 0.1 + 0.3 * (logm - 10.0) + rng.normal(0, 0.05)
+    p["span"] = T_UNIVERSE_GYR - t0
+    p["feh0"] = 0.1 + 0.3 * (logm - 10.0) + rng.normal(0, 0.05)
+    p["n_con"] = rng.binomial(n, cfg["contamination"]) if cfg["contamination"] > 0 else 0
+    p["n_bulge"] = rng.binomial(n - p["n_con"], p["bt"])
+    p["n_disk"] = n - p["n_con"] - p["n_bulge"]
+    return p
 
-    n_con = rng.binomial(n, cfg["contamination"]) if cfg["contamination"] > 0 else 0
-    n_bulge = rng.binomial(n - n_con, bt)
-    n_disk = n - n_con - n_bulge
 
-    # Disk: exponential in R (Gamma(2) in R / R_d), sech² in z, rotation + dispersion.
-    age_d = span - _delayed_tau_times(rng, n_disk, tau, span)
+def _disk(rng: np.random.Generator, p: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    r"""Disk stars: exponential in R (Gamma(2) in R / R_d), sech² in z, rotation + dispersion.
+
+    Returns positions (kpc), velocities (km/s), ages (Gyr) and [Fe/H] (dex)."""
+    n_disk, rd, vmax, span = p["n_disk"], p["rd"], p["vmax"], p["span"]
+    age_d = span - _delayed_tau_times(rng, n_disk, p["tau"], span)
     r_d = rng.gamma(2.0, rd, n_disk)
     phi = rng.uniform(0, 2 * np.pi, n_disk)
     hz = 0.08 * rd * (0.5 + age_d / 6.0)
@@ -109,49 +100,74 @@ def simulate_galaxy(seed: int, galaxy_id: int, cfg: dict[str, Any] | None = None
     v_r = rng.normal(0, 1, n_disk) * sig_r
     v_phi = vc - sig_r**2 / np.maximum(vc, 1.0) + rng.normal(0, 1, n_disk) * 0.7 * sig_r
     v_z = rng.normal(0, 1, n_disk) * 0.6 * sig_r
-    pos_d = np.stack([r_d * np.cos(phi), q_disk * r_d * np.sin(phi), z_d], 1)
+    pos_d = np.stack([r_d * np.cos(phi), p["q_disk"] * r_d * np.sin(phi), z_d], 1)
     vel_d = np.stack([v_r * np.cos(phi) - v_phi * np.sin(phi), v_r * np.sin(phi) + v_phi * np.cos(phi), v_z], 1)
-    feh_d = feh0 - 0.15 * r_d / rd - 0.04 * age_d + rng.normal(0, 0.1, n_disk)
+    feh_d = p["feh0"] - 0.15 * r_d / rd - 0.04 * age_d + rng.normal(0, 0.1, n_disk)
+    return pos_d, vel_d, age_d, feh_d
 
-    # Spheroid: Hernquist radii, isotropic directions and velocities, an early burst.
+
+def _spheroid(rng: np.random.Generator, p: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    r"""Spheroid stars: Hernquist radii, isotropic directions and velocities, an early burst.
+
+    Returns positions (kpc), velocities (km/s), ages (Gyr) and [Fe/H] (dex)."""
+    n_bulge, rd = p["n_bulge"], p["rd"]
     a = 0.15 * rd
     u = np.sqrt(rng.uniform(0, 0.98, n_bulge))
     r_b = a * u / (1 - u)
     dirs = rng.standard_normal((n_bulge, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     pos_b = r_b[:, None] * dirs
-    vel_b = rng.normal(0, 0.55 * vmax, (n_bulge, 3))
-    age_b = np.clip(span - np.abs(rng.normal(0, 0.8, n_bulge)), 0.5, T_UNIVERSE_GYR)
-    feh_b = feh0 - 0.3 - 0.15 * r_b / rd + rng.normal(0, 0.25, n_bulge)
+    vel_b = rng.normal(0, 0.55 * p["vmax"], (n_bulge, 3))
+    age_b = np.clip(p["span"] - np.abs(rng.normal(0, 0.8, n_bulge)), 0.5, T_UNIVERSE_GYR)
+    feh_b = p["feh0"] - 0.3 - 0.15 * r_b / rd + rng.normal(0, 0.25, n_bulge)
+    return pos_b, vel_b, age_b, feh_b
 
-    # Contamination: a distant satellite clump (old, metal-poor).
+
+def _satellite(rng: np.random.Generator, n_con: int) -> tuple[np.ndarray, ...]:
+    r"""Contamination: a distant satellite clump (old, metal-poor).
+
+    Returns positions (kpc), velocities (km/s), ages (Gyr) and [Fe/H] (dex)."""
     centre = rng.standard_normal(3)
     centre = centre / np.linalg.norm(centre) * rng.uniform(30, 60)
     pos_c = centre + rng.normal(0, 1.5, (n_con, 3))
     vel_c = rng.normal(0, 30, (n_con, 3)) + rng.normal(0, 100, 3)
     age_c = rng.uniform(9, 13, n_con)
     feh_c = rng.normal(-1.5, 0.3, n_con)
+    return pos_c, vel_c, age_c, feh_c
 
-    pos = np.concatenate([pos_d, pos_b, pos_c])
-    vel = np.concatenate([vel_d, vel_b, vel_c])
-    age = np.concatenate([age_d, age_b, age_c])
-    feh = np.concatenate([feh_d, feh_b, feh_c])
+
+def simulate_galaxy(seed: int, galaxy_id: int, cfg: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
+    r"""Draw one galaxy.
+
+    Arguments:
+        cfg: The ``particles.simulate`` config section (``log_mstar_range``, ``n_stars_range``, ``contamination``).
+
+    Returns:
+        The stars, (N, 11) in :data:`~morphoflow.particles.io.NPY_COLUMNS` order and units (kpc, km/s,
+        metal fraction, dex, dex, Msun, Gyr), and the galaxy's true structural parameters.
+    """
+
+    rng = item_rng(seed, galaxy_id, "particles.simulate")
+    p = _galaxy_parameters(rng, cfg)
+    n = p["n"]
+    parts = [_disk(rng, p), _spheroid(rng, p), _satellite(rng, p["n_con"])]
+    pos, vel, age, feh = (np.concatenate([part[k] for part in parts]) for k in range(4))
     ofe = 0.05 + 0.3 / (1 + np.exp(-(age - 8.0))) + rng.normal(0, 0.04, n)
     # A few metallicity outliers (numerical artefacts in real simulations).
     bad = rng.choice(n, size=min(3, n), replace=False)
     feh[bad] = -9.0
     mh = feh + np.log10(0.638 * 10**ofe + 0.362)
     metal_z = Z_SUN * 10**mh
-    mass = np.full(n, 10**logm / n)
+    mass = np.full(n, 10 ** p["logm"] / n)
 
     rot = _random_rotation(rng)
     stars = np.column_stack([pos @ rot.T, vel @ rot.T, metal_z, feh, ofe, mass, age])
     truth = {
-        "log_mstar_true": logm,
-        "bulge_fraction": bt,
-        "disk_scale_kpc": rd,
-        "vmax_kms": vmax,
-        "sfh_tau_gyr": tau,
+        "log_mstar_true": p["logm"],
+        "bulge_fraction": p["bt"],
+        "disk_scale_kpc": p["rd"],
+        "vmax_kms": p["vmax"],
+        "sfh_tau_gyr": p["tau"],
     }
     return stars, truth
 
@@ -165,10 +181,13 @@ TRUTH_UNITS = {
 }
 
 
-def simulate_stars(seed: int, cfg: dict[str, Any] | None = None, first_id: int = 0) -> StarSet:
-    r"""Draw ``cfg["n_galaxies"]`` galaxies with ids ``first_id, first_id + 1, ...`` into a :class:`StarSet`."""
+def simulate_stars(seed: int, cfg: Mapping[str, Any], first_id: int = 0) -> StarSet:
+    r"""Draw ``cfg["n_galaxies"]`` galaxies with ids ``first_id, first_id + 1, ...`` into a :class:`StarSet`.
 
-    cfg = {**SIM_DEFAULTS, **(cfg or {})}
+    Arguments:
+        cfg: The ``particles.simulate`` config section.
+    """
+
     ids = np.arange(first_id, first_id + int(cfg["n_galaxies"]), dtype=np.int64)
     galaxies, truths = [], []
     for gid in tqdm(ids, desc="simulate particles", unit="galaxy", leave=False):

@@ -90,7 +90,10 @@ def test_c2st_identical_near_half_and_different_near_one():
 
 
 #: The config of the metrics runs below: schema defaults, a short C2ST.
-CONFIG = {"metrics": load_config(overrides={"metrics": {"c2st": {"epochs": 2, "batch_size": 16}}})["metrics"], "seed": 42}
+CONFIG = {
+    "metrics": load_config(overrides={"metrics": {"c2st": {"epochs": 2, "batch_size": 16}}})["metrics"],
+    "seed": 42,
+}
 
 
 @pytest.fixture(scope="module")

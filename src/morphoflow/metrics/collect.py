@@ -461,7 +461,8 @@ def plot(
         if "flow" in samples:
             with h5py.File(samples["flow"], "r") as f:
                 z_gen = f["z"][()] if "z" in f else None
-    histories = {k: upstream[key] for k, key in (("autoencoder", "ae_history"), ("flow", "flow_history")) if key in upstream}
+    stages = (("autoencoder", "ae_history"), ("flow", "flow_history"))
+    histories = {name: upstream[key] for name, key in stages if key in upstream}
     make_plots(
         plots,
         real=m.real,

@@ -47,7 +47,8 @@ def _row(label: str, cells: list[str]) -> str:
 
 def _stage_table(title: str, block: dict[str, Any]) -> list[str]:
     r"""A ``| metric | value |`` table of one stage summary (autoencoder, flow)."""
-    return [f"## {title}", "", "| metric | value |", "| --- | --- |", *(f"| {k} | {_fmt(v)} |" for k, v in block.items()), ""]
+    rows = [f"| {k} | {_fmt(v)} |" for k, v in block.items()]
+    return [f"## {title}", "", "| metric | value |", "| --- | --- |", *rows, ""]
 
 
 def _mean_ratio_cell(block: dict[str, Any], target: float) -> str:

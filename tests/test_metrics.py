@@ -215,21 +215,21 @@ def test_summary_marks_targets(run_dir):
     w1_rows = [label for label in rows if label.startswith("W1 ")]
     assert w1_rows == [f"W1 {p}" for p in PROPERTIES]
     for p in PROPERTIES:
-        for model, cell in zip(("flow", "gaussian"), rows[f"W1 {p}"]):
+        for model, cell in zip(("flow", "gaussian"), rows[f"W1 {p}"], strict=True):
             e = gen[model]["morphology"][p]
             mark = "✓" if e["ratio"] <= target else "✗"
             assert cell == f"{e['w1']:.4g} / {e['floor']:.4g} = **{e['ratio']:.2f}** {mark}", (p, model)
-    for model, cell in zip(("flow", "gaussian"), rows["mean morphology ratio"]):
+    for model, cell in zip(("flow", "gaussian"), rows["mean morphology ratio"], strict=True):
         r = gen[model]["morphology_mean_ratio"]
         assert cell == f"**{r:.2f}** {'✓' if r <= target else '✗'}"
-    for model, cell in zip(("flow", "gaussian"), rows["Fréchet morphology"]):
+    for model, cell in zip(("flow", "gaussian"), rows["Fréchet morphology"], strict=True):
         e = gen[model]["frechet_morphology"]
         assert cell.startswith(f"{e['distance']:.4g} / {e['floor']:.4g} = **{e['ratio']:.2f}**")
-    for model, cell in zip(("flow", "gaussian"), rows["C2ST AUC"]):
+    for model, cell in zip(("flow", "gaussian"), rows["C2ST AUC"], strict=True):
         assert cell.startswith(f"{gen[model]['c2st_auc']:.3f} (floor {gen[model]['c2st_auc_floor']:.3f})")
     assert rows["C2ST AUC"][1].endswith("✗")  # the bad model is told apart
     for cond in ("mag", "hlr_arcsec"):
-        for model, cell in zip(("flow", "gaussian"), rows[f"Spearman requested vs measured {cond}"]):
+        for model, cell in zip(("flow", "gaussian"), rows[f"Spearman requested vs measured {cond}"], strict=True):
             e = gen[model]["conditional"][cond]
             assert cell.startswith(f"{e['corr_generated']:.3f} (real {e['corr_real']:.3f})")
     assert rows["test_ssim"] == ["0.8"] and rows["test_nll_per_dim"] == ["1.3"]
@@ -244,9 +244,9 @@ def test_write_metrics_rejects_bad_content(tmp_path):
     good = {"format_version": 1, "data": {"n_test": 3}, "particles": {"w1": 0.2}}
     write_metrics(tmp_path / "m.json", good)
     assert json.loads((tmp_path / "m.json").read_text())["particles"] == {"w1": 0.2}
-    with pytest.raises(ValueError, match="data.n_test"):
+    with pytest.raises(ValueError, match=r"data\.n_test"):
         write_metrics(tmp_path / "bad.json", {"format_version": 1, "data": {"n_test": "many"}})
-    with pytest.raises(ValueError, match="generation.flow.c2st_auc"):
+    with pytest.raises(ValueError, match=r"generation\.flow\.c2st_auc"):
         validate_metrics({"format_version": 1, "data": {"n_test": 3}, "generation": {"flow": {"c2st_auc": float("nan")}}})
     assert not (tmp_path / "bad.json").exists()
     # a failed statistic is written as its failure counts, never as NaN

@@ -113,7 +113,7 @@ def test_segment_keeps_central_source_only():
 
 
 def test_unknown_engine_names_the_config_key():
-    with pytest.raises(ValueError, match="metrics.morphology.engine"):
+    with pytest.raises(ValueError, match=r"metrics\.morphology\.engine"):
         measure_morphology(np.zeros((1, 8, 8)), np.ones(1), engine="fast")
 
 

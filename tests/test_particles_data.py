@@ -64,7 +64,7 @@ def test_npy_reader_round_trips_galacticflow_layout(tmp_path):
 
 def test_npy_reader_names_bad_file(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((5, 7)))
-    with pytest.raises(ContractError, match="bad.npy"):
+    with pytest.raises(ContractError, match=r"bad\.npy"):
         read_npy_galaxy(tmp_path / "bad.npy")
     with pytest.raises(ContractError, match="npy_folder"):
         read_npy_folder(tmp_path / "missing")

@@ -8,8 +8,8 @@ setup_rule(snakemake.log[0], snakemake.threads)
 variants = snakemake.params.config["particles"]["variants"]
 run_particles_metrics(
     stars=snakemake.input.stars,
-    samples=dict(zip(variants, snakemake.input.samples)),
-    models=dict(zip(variants, snakemake.input.models)),
+    samples=dict(zip(variants, snakemake.input.samples, strict=True)),
+    models=dict(zip(variants, snakemake.input.models, strict=True)),
     train=snakemake.input.train,
     val=snakemake.input.val,
     test=snakemake.input.test,

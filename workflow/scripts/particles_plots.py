@@ -8,7 +8,7 @@ setup_rule(snakemake.log[0], snakemake.threads)
 variants = snakemake.params.config["particles"]["variants"]
 run_particles_plots(
     stars=snakemake.input.stars,
-    samples=dict(zip(variants, snakemake.input.samples)),
+    samples=dict(zip(variants, snakemake.input.samples, strict=True)),
     corner=snakemake.output.corner,
     maps=snakemake.output.maps,
     hist=snakemake.output.hist,

@@ -16,20 +16,20 @@ against the package schema ``morphoflow/schemas/metrics-output.schema.json``
 from __future__ import annotations
 
 __all__ = [
-    "PROPERTIES",
     "METRICS_SCHEMA",
+    "PROPERTIES",
     "UPSTREAM",
     "Measured",
-    "measure_properties",
+    "assemble",
+    "compare",
     "compare_sets",
+    "measure",
+    "measure_properties",
+    "plot",
+    "read_benchmarks",
+    "run_metrics",
     "validate_metrics",
     "write_metrics",
-    "read_benchmarks",
-    "measure",
-    "compare",
-    "assemble",
-    "plot",
-    "run_metrics",
 ]
 
 import dataclasses

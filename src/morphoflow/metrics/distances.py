@@ -11,7 +11,7 @@ r"""Distances between two samples of galaxy properties, and the real-vs-real flo
 
 from __future__ import annotations
 
-__all__ = ["wasserstein_1d", "frechet_distance", "split_halves", "with_floor"]
+__all__ = ["frechet_distance", "split_halves", "wasserstein_1d", "with_floor"]
 
 import warnings
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 __all__ = [
     "MORPHOLOGY_PROPERTIES",
-    "segment",
     "gini_coefficient",
     "measure_morphology",
     "morphology_batched",
     "morphology_statmorph",
+    "segment",
 ]
 
 import math
@@ -110,8 +110,8 @@ class _Growth:
     def __init__(self, images: np.ndarray, dist: np.ndarray, rmax: float):
         n = images.shape[0]
         self.diag = float(math.hypot(*images.shape[1:]))
-        sub = int(round(1.0 / STEP))
-        self.k = int(math.ceil(rmax / STEP)) + 2 * sub + 2
+        sub = round(1.0 / STEP)
+        self.k = math.ceil(rmax / STEP) + 2 * sub + 2
         # bin of each pixel (NaN, inf and beyond the table: the last bin)
         idx = np.fmin(dist / STEP, self.k - 1).astype(np.int64)
         idx += self.k * np.arange(n)[:, None, None]
@@ -162,7 +162,7 @@ class _Growth:
         grid radius, as statmorph's flag 2) or where it falls below 1 px (radius = 1 px).
         """
         # the annulus edges R ± 1/2 lie on the grid: shifted tables, no interpolation
-        s = int(round(0.5 * ANNULUS / STEP))
+        s = round(0.5 * ANNULUS / STEP)
         fo, fi = self._shift(self.f, s), self._shift(self.f, -s)
         ao, ai = self._shift(self.a, s), self._shift(self.a, -s)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -238,7 +238,7 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _raw_moments(img: np.ndarray) -> tuple[np.ndarray, ...]:
     r"""Sums of I, I x, I y, I x², I y², I x y per (H, W) plane (float64), by separable products."""
-    n, h, w = img.shape
+    _, h, w = img.shape
     x, y = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
     img = img.astype(np.float64)
     col = img.sum(axis=1)  # (N, W)
@@ -249,7 +249,6 @@ def _raw_moments(img: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _second_moments(img: np.ndarray, xc: np.ndarray, yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""Elongation a/b ≥ 1 and orientation (rad) of ``img`` about (xc, yc), as statmorph's covariance."""
-    n, h, w = img.shape
     m0, mx, my, mxx, myy, mxy = _raw_moments(img)
     xc, yc = np.asarray(xc, np.float64), np.asarray(yc, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -373,7 +372,7 @@ def _gaussian_matrix(size: int, sigma: np.ndarray) -> np.ndarray:
 def _gaussian_smooth(img: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     r"""``ndi.gaussian_filter(img[i], sigma[i])`` of each (H, W) plane (reflect, 4 sigma), as two
     batched matrix products."""
-    n, h, w = img.shape
+    _, h, w = img.shape
     gy = _gaussian_matrix(h, sigma)
     gx = gy if w == h else _gaussian_matrix(w, sigma)
     return gy @ img.astype(np.float32) @ gx.transpose(0, 2, 1)
@@ -458,7 +457,7 @@ def _autocorrelation_window(
     n, h, w = lim.shape
     cap = sfft.next_fast_len(2 * max(h, w), real=True)
     need = 2 * np.asarray(support) + np.asarray(reach) + 2
-    sizes = np.array(_FFT_SIZES + (cap,))
+    sizes = np.array((*_FFT_SIZES, cap))
     psize = np.minimum(sizes[np.searchsorted(sizes, need)], cap) if n else np.zeros(0, np.int64)
     out = np.empty((n, myw.shape[1], mxw.shape[1]), np.float32)
     for p in np.unique(psize):
@@ -488,7 +487,7 @@ def _centroid(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Flux-weighted centre (x, y) in pixels of each segment (statmorph's ``_centroid``), and a flag
     that the segment holds positive flux (else the stamp centre)."""
-    n, h, w = img.shape
+    _, h, w = img.shape
     src = np.where(seg, img, np.float32(0))
     m0 = src.sum(axis=(1, 2))
     ok = (m0 > 0) & seg.any(axis=(1, 2))
@@ -519,7 +518,7 @@ def _asymmetry_start(
     # only a window of (2L + 1)^2 half-pixel centres (index m = 2c) about 2 x centroid can be
     # within the radius
     r_near = np.maximum(CAS_FRACTION * rp_c, 1.0)
-    half_win = int(math.ceil(2 * float(np.max(r_near)))) + 1
+    half_win = math.ceil(2 * float(np.max(r_near))) + 1
     wy0 = np.clip(np.round(2 * yc).astype(np.int64) - half_win, 0, max(2 * h - 2 - 2 * half_win, 0))
     wx0 = np.clip(np.round(2 * xc).astype(np.int64) - half_win, 0, max(2 * w - 2 - 2 * half_win, 0))
     nwy, nwx = min(2 * half_win + 1, 2 * h - 1), min(2 * w - 1, 2 * half_win + 1)
@@ -730,7 +729,7 @@ def morphology_statmorph(
     wanted = ("flux_circ", "r20", "r50", "r80", "gini", "m20", "concentration", "asymmetry", "smoothness")
 
     class _Subset(statmorph.SourceMorphology):
-        def _calculate_morphology(self) -> None:  # noqa: D401 - statmorph hook
+        def _calculate_morphology(self) -> None:  # statmorph hook: only the wanted properties
             for q in wanted:
                 _ = self[q]
 
@@ -747,7 +746,7 @@ def morphology_statmorph(
             warnings.simplefilter("ignore")
             try:
                 m = _Subset(img[i], seg[i].astype(np.int32), 1, weightmap=weight)
-            except Exception:  # noqa: BLE001 - statmorph raises on pathological stamps
+            except Exception:  # statmorph raises on pathological stamps
                 continue
         if m.flag >= 4:
             continue

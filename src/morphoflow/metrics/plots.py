@@ -18,12 +18,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ..atomic import atomic_path  # noqa: E402
-from ..contract import GalaxySet  # noqa: E402
-from .power_spectrum import power_spectrum_1d  # noqa: E402
+from ..atomic import atomic_path
+from ..contract import GalaxySet
+from .power_spectrum import power_spectrum_1d
 
 #: Figure kinds of :func:`make_plots`.
 KINDS: tuple[str, ...] = ("grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves")
@@ -39,7 +39,7 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
 def _grid(path: Any, real: GalaxySet, gens: dict[str, GalaxySet], channel: int, n: int) -> None:
     order = np.argsort(np.asarray(real.catalog.get("mag", np.arange(len(real))), np.float64))
     pick = order[np.linspace(0, len(real) - 1, min(n, len(real))).astype(int)]
-    rows = [("real", real)] + list(gens.items())
+    rows = [("real", real), *gens.items()]
     fig, axes = plt.subplots(len(rows), len(pick), figsize=(1.3 * len(pick), 1.4 * len(rows)), squeeze=False)
     for j, i in enumerate(pick):
         ref = real.images[i, channel]
@@ -62,7 +62,7 @@ def _hist(path: Any, real_props: dict, gen_props: dict) -> None:
     ncol = 5
     nrow = int(np.ceil(len(keys) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 2.4 * nrow), squeeze=False)
-    for ax, k in zip(axes.flat, keys):
+    for ax, k in zip(axes.flat, keys, strict=False):
         sets = {"real": real_props[k], **{m: p[k] for m, p in gen_props.items()}}
         allv = np.concatenate([v[np.isfinite(v)] for v in sets.values()])
         if len(allv) == 0:
@@ -81,7 +81,7 @@ def _hist(path: Any, real_props: dict, gen_props: dict) -> None:
 
 def _power(path: Any, real: GalaxySet, gens: dict[str, GalaxySet], channel: int, power: Callable) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, gs in [("real", real)] + list(gens.items()):
+    for name, gs in [("real", real), *gens.items()]:
         k, p = power(gs.images[:, channel])
         with np.errstate(divide="ignore"):
             ax.semilogx(k, np.nanmean(np.log10(p), axis=0), color=COLORS.get(name), label=name)
@@ -102,7 +102,7 @@ def _conditional(path: Any, real: GalaxySet, gens: dict, real_props: dict, gen_p
 
     conds = [c for c in ("mag", "hlr_arcsec") if c in real.catalog]
     fig, axes = plt.subplots(1, max(len(conds), 1), figsize=(4 * max(len(conds), 1), 3.6), squeeze=False)
-    for ax, c in zip(axes[0], conds):
+    for ax, c in zip(axes[0], conds, strict=False):
         sets = [("real", real, real_props)] + [(m, gens[m], gen_props[m]) for m in gens]
         for name, gs, p in sets:
             ax.scatter(gs.catalog[c], measured(p)[c], s=4, alpha=0.5, color=COLORS.get(name), label=name)
@@ -186,7 +186,7 @@ def _losses(path: Any, histories: dict[str, Any]) -> None:
 
     n = max(len(histories), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.2), squeeze=False)
-    for ax, (name, p) in zip(axes[0], histories.items()):
+    for ax, (name, p) in zip(axes[0], histories.items(), strict=False):
         if not Path(p).exists():
             ax.set_title(f"{name}: no history")
             continue

@@ -11,7 +11,7 @@ spectra of the two sets (a geometric mean, so a few bright galaxies do not domin
 
 from __future__ import annotations
 
-__all__ = ["power_spectrum_1d", "power_spectrum_distance", "mean_log_spectrum"]
+__all__ = ["mean_log_spectrum", "power_spectrum_1d", "power_spectrum_distance"]
 
 import numpy as np
 

@@ -100,7 +100,7 @@ def _generation_tables(gen: dict[str, Any], t: Mapping[str, float]) -> list[str]
         lines += ["", "### PSF-free (noiseless) images", "", head, sep]
         for p in props:
             lines.append(_row(f"W1 {p}", [_ratio_cell(gen[m].get("psf_free", {}).get(p), t["ratio"]) for m in models]))
-    return lines + [""]
+    return [*lines, ""]
 
 
 def format_summary(metrics: dict[str, Any], targets: Mapping[str, float]) -> str:

@@ -19,7 +19,7 @@ The global parameters the flow is conditioned on are computed from the cleaned s
 
 from __future__ import annotations
 
-__all__ = ["GLOBAL_UNITS", "clean_galaxy", "clean_stars", "global_parameters", "align_galaxy"]
+__all__ = ["GLOBAL_UNITS", "align_galaxy", "clean_galaxy", "clean_stars", "global_parameters"]
 
 from collections.abc import Mapping
 from typing import Any

@@ -17,11 +17,11 @@ from __future__ import annotations
 __all__ = [
     "TARGET_COLUMNS",
     "VARIANTS",
-    "stars_to_target",
-    "target_to_stars",
+    "build_table",
     "context_columns",
     "galaxy_contexts",
-    "build_table",
+    "stars_to_target",
+    "target_to_stars",
 ]
 
 from collections.abc import Sequence
@@ -116,7 +116,7 @@ def build_table(
     """
 
     targets, ctxs, gids = [], [], []
-    for r, c in zip(rows, contexts):
+    for r, c in zip(rows, contexts, strict=True):
         stars = ss.galaxy(int(r))
         gid = int(ss.ids[r])
         if max_stars is not None and len(stars) > max_stars:

@@ -18,10 +18,10 @@ __all__ = [
     "STAR_COLUMNS",
     "STAR_UNITS",
     "StarSet",
-    "read_npy_galaxy",
-    "write_npy_galaxy",
     "read_npy_folder",
+    "read_npy_galaxy",
     "read_stars",
+    "write_npy_galaxy",
     "write_stars",
 ]
 
@@ -100,7 +100,7 @@ class StarSet:
         units: dict[str, str] | None = None,
         columns: tuple[str, ...] = NPY_COLUMNS,
         attrs: dict[str, Any] | None = None,
-    ) -> "StarSet":
+    ) -> StarSet:
         r"""Build a set from one (N_i, C) array per galaxy."""
         counts = np.array([len(g) for g in galaxies], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -177,9 +177,8 @@ def write_npy_galaxy(path: str | os.PathLike, stars: np.ndarray) -> None:
     stars = np.asarray(stars, np.float64)
     if stars.ndim != 2 or stars.shape[1] != len(NPY_COLUMNS):
         raise ValueError(f"stars must be (N, {len(NPY_COLUMNS)}), got {stars.shape}")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(stars.T))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(stars.T))
 
 
 def read_npy_folder(folder: str | os.PathLike, first_id: int = 0) -> StarSet:

@@ -20,7 +20,13 @@ compares a sample S of the size of A with the same B (:func:`galaxy_metrics`).
 from __future__ import annotations
 
 __all__ = [
-    "METRICS", "w1_per_dim", "sliced_wasserstein", "mmd_rbf", "particle_c2st_auc", "galaxy_metrics", "summarise",
+    "METRICS",
+    "galaxy_metrics",
+    "mmd_rbf",
+    "particle_c2st_auc",
+    "sliced_wasserstein",
+    "summarise",
+    "w1_per_dim",
 ]  # fmt: skip
 
 from collections.abc import Mapping, Sequence
@@ -131,7 +137,7 @@ def galaxy_metrics(
     half = len(truth) // 2
     part_a, part_b = truth[perm[:half]], truth[perm[half : 2 * half]]
     s = sample[:half]
-    out: dict[str, Any] = {"id": int(galaxy_id), "n_true": int(len(truth))}
+    out: dict[str, Any] = {"id": int(galaxy_id), "n_true": len(truth)}
     n_proj, max_n = int(cfg["n_proj"]), int(cfg["max_n"])
     c2st_seed = item_seed(seed, galaxy_id, "particles.c2st") % 2**31
     for tag, x in (("model", s), ("floor", part_a)):
@@ -153,5 +159,5 @@ def summarise(per_galaxy: list[dict[str, Any]], columns: Sequence[str]) -> dict[
     for tag in ("model", "floor"):
         out[tag] = {m: float(np.mean([g[tag][m] for g in per_galaxy])) for m in METRICS}
         w1 = np.mean([g[tag]["w1"] for g in per_galaxy], axis=0)
-        out[tag]["w1_per_dim"] = {c: float(v) for c, v in zip(columns, w1)}
+        out[tag]["w1_per_dim"] = {c: float(v) for c, v in zip(columns, w1, strict=True)}
     return out

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 __all__ = [
     "load_split",
-    "sample_stars",
-    "run_particles_simulate",
-    "run_particles_import",
     "run_particles_clean",
-    "run_particles_render",
-    "run_particles_train",
-    "run_particles_sample",
-    "run_particles_plots",
+    "run_particles_import",
     "run_particles_metrics",
+    "run_particles_plots",
+    "run_particles_render",
+    "run_particles_sample",
+    "run_particles_simulate",
+    "run_particles_train",
+    "sample_stars",
 ]
 
 import json
@@ -142,7 +142,7 @@ def run_particles_train(
     config: Mapping[str, Any],
     progress: bool = True,
 ) -> ConditionalFlow:
-    r"""Rule ``particles_train_{variant}``: fit the star flow on the training galaxies, validate on the val galaxies.
+    r"""Rule ``particles_train``: fit the star flow on the training galaxies, validate on the val galaxies.
 
     Arguments:
         stars: Cleaned star file; ``train``, ``val``: stage-1 latent files (their ids are the splits).
@@ -171,7 +171,7 @@ def run_particles_train(
         "target_columns": list(TARGET_COLUMNS),
         "train_ids": [int(i) for i in np.unique(gal)],
         "val_ids": [int(i) for i in np.unique(vgal)],
-        "n_train_stars": int(len(t)),
+        "n_train_stars": len(t),
         "val_nll_per_dim": nll_per_dim(cflow, vt, vc),
     }
     save_flow(model, cflow, meta)
@@ -189,8 +189,9 @@ def sample_stars(
     """
 
     eps = [item_rng(seed, int(i), "particles.sample").standard_normal((int(n), cflow.features)).astype(np.float32)
-           for i, n in zip(ids, counts)]  # fmt: skip
-    ctx = np.concatenate([np.repeat(np.asarray(c, np.float32)[None], int(n), 0) for c, n in zip(contexts, counts)])
+           for i, n in zip(ids, counts, strict=True)]  # fmt: skip
+    rows = [np.repeat(np.asarray(c, np.float32)[None], int(n), 0) for c, n in zip(contexts, counts, strict=True)]
+    ctx = np.concatenate(rows)
     out = cflow.sample_from_noise(ctx, np.concatenate(eps), batch_size=batch_size)
     return np.split(out, np.cumsum(np.asarray(counts, np.int64))[:-1])
 
@@ -203,7 +204,7 @@ def run_particles_sample(
     samples: str | os.PathLike,
     config: Mapping[str, Any],
 ) -> StarSet:
-    r"""Rule ``particles_sample_{variant}``: as many stars as each held-out (test) galaxy has, from its own context.
+    r"""Rule ``particles_sample``: as many stars as each held-out (test) galaxy has, from its own context.
 
     Writes ``samples``, a star file with columns :data:`~morphoflow.particles.io.STAR_COLUMNS` (physical units).
 
@@ -223,7 +224,7 @@ def run_particles_sample(
     if leaked:
         raise ValueError(f"{test}: galaxies {sorted(leaked)[:5]} were seen in flow training")
     # Warns (OutOfRangeWarning, in the log) for held-out contexts outside the training range.
-    ctx = cflow.context_matrix(dict(zip(cols, ctx.T)), on_out_of_range="warn", name=str(test))
+    ctx = cflow.context_matrix(dict(zip(cols, ctx.T, strict=True)), on_out_of_range="warn", name=str(test))
     ids, counts = ss.ids[rows], ss.counts[rows]
     out = sample_stars(cflow, ids, ctx, counts, int(config["seed"]), int(config["particles"]["sample"]["batch_size"]))
     galaxies = [target_to_stars(t) for t in out]
@@ -351,9 +352,9 @@ def run_particles_metrics(
         result["latent_vs_global"] = _latent_vs_global(result["per_galaxy"]["latent"], result["per_galaxy"]["global"])
     report = {k: v for k, v in json.loads(Path(cleaning).read_text()).items() if k != "config"}
     result["cleaning"] = report
-    data: dict[str, Any] = {"n_galaxies": len(ss), "n_stars": int(len(ss.stars))}
+    data: dict[str, Any] = {"n_galaxies": len(ss), "n_stars": len(ss.stars)}
     for split, path in (("train", train), ("val", val), ("test", test)):
-        data[f"n_{split}"] = int(len(read_latents(path).ids))
+        data[f"n_{split}"] = len(read_latents(path).ids)
     data["cleaning"] = report
     result["plots"] = [str(p) for p in plots]
     out: dict[str, Any] = {"format_version": 1, "data": data, "particles": result}

@@ -9,12 +9,12 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy.stats import binned_statistic_2d  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.stats import binned_statistic_2d
 
-from ..atomic import atomic_path  # noqa: E402
-from ..metrics.plots import corner_axes  # noqa: E402
+from ..atomic import atomic_path
+from ..metrics.plots import corner_axes
 
 LABELS = {
     "x": "x [kpc]", "y": "y [kpc]", "z": "z [kpc]", "vx": "vx [km/s]", "vy": "vy [km/s]", "vz": "vz [km/s]",
@@ -88,7 +88,7 @@ def faceon_maps(
                 for d in (truth, sample)]  # fmt: skip
         finite = np.concatenate([m[np.isfinite(m)] for m in maps])
         vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0, 1))
-        for c, (m, name) in enumerate(zip(maps, ("true", "sampled"))):
+        for c, (m, name) in enumerate(zip(maps, ("true", "sampled"), strict=True)):
             im = axes[row, c].imshow(m, origin="lower", extent=[-r, r, -r, r], cmap=cmap, vmin=vmin, vmax=vmax)
             axes[row, c].set_title(f"mean {LABELS.get(col, col)} ({name})", fontsize=9)
             axes[row, c].set_xlabel("x [kpc]")

@@ -25,6 +25,7 @@ from ..contract import GalaxySet
 from ..seeding import item_seed
 from .io import StarSet
 
+
 def light_weights(stars: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
     r"""Luminosity of each star in units of Msun at 1 Gyr: :math:`m (\mathrm{age} / \mathrm{Gyr})^{-0.8}`."""
     return stars[:, columns.index("mass")] * np.maximum(stars[:, columns.index("age")], 0.1) ** -0.8

@@ -33,7 +33,7 @@ relations chosen to span realistic ranges, documented in ``docs/particles.md``):
 
 from __future__ import annotations
 
-__all__ = ["simulate_galaxy", "simulate_stars", "Z_SUN", "T_UNIVERSE_GYR"]
+__all__ = ["T_UNIVERSE_GYR", "Z_SUN", "simulate_galaxy", "simulate_stars"]
 
 from collections.abc import Mapping
 from typing import Any
@@ -69,7 +69,7 @@ def _galaxy_parameters(rng: np.random.Generator, cfg: Mapping[str, Any]) -> dict
     lo, hi = cfg["log_mstar_range"]
     logm = rng.uniform(lo, hi)
     frac = (logm - lo) / max(hi - lo, 1e-9)
-    n = int(round(cfg["n_stars_range"][0] + frac * (cfg["n_stars_range"][1] - cfg["n_stars_range"][0])))
+    n = round(cfg["n_stars_range"][0] + frac * (cfg["n_stars_range"][1] - cfg["n_stars_range"][0]))
     p: dict[str, Any] = {"logm": logm, "n": n}
     p["bt"] = float(np.clip(0.1 + 0.25 * (logm - 9.0) + rng.normal(0, 0.1), 0.02, 0.8))
     p["rd"] = 3.0 * 10 ** (0.3 * (logm - 10.0) + rng.normal(0, 0.1))

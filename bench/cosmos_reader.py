@@ -18,11 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _cosmos_fixture import make_cosmos_sample  # noqa: E402
-
-from morphoflow.config import load_config  # noqa: E402
-from morphoflow.data.cosmos import read_cosmos  # noqa: E402
-from morphoflow.data.stamps import cut_stamps, rgb_to_band  # noqa: E402
+from _cosmos_fixture import make_cosmos_sample
+from morphoflow.config import load_config
+from morphoflow.data.cosmos import read_cosmos
+from morphoflow.data.stamps import cut_stamps, rgb_to_band
 
 
 def main() -> None:
@@ -41,8 +40,14 @@ def main() -> None:
         config = load_config(overrides={"cosmos": {"stamp_size": args.stamp, "exclusion_level": "none"}})
         for threads in args.threads:
             t = time.perf_counter()
-            gs = read_cosmos(tmp, config["cosmos"], sample=config["download"]["sample"], seed=config["seed"],
-                             threads=threads, progress=False)
+            gs = read_cosmos(
+                tmp,
+                config["cosmos"],
+                sample=config["download"]["sample"],
+                seed=config["seed"],
+                threads=threads,
+                progress=False,
+            )
             dt = time.perf_counter() - t
             out[f"cosmos_galaxies_per_s_threads{threads}"] = round(len(gs) / dt, 2)
             out[f"cosmos_wall_s_threads{threads}"] = round(dt, 3)

@@ -35,7 +35,9 @@ def random_flow(kind: str, cfg: dict, latent_dim: int, columns: list[str]) -> Co
     hyper = flow_hyper(dict(cfg, kind=kind))
     ranges = {c: RANGES.get(c, (-1e9, 1e9)) for c in columns}
     ctx_std = Standardizer([float(np.mean(ranges[c])) for c in columns], [1.0] * len(columns))
-    return ConditionalFlow(kind, latent_dim, columns, hyper, Standardizer([0.0] * latent_dim, [1.0] * latent_dim), ctx_std, ranges)
+    return ConditionalFlow(
+        kind, latent_dim, columns, hyper, Standardizer([0.0] * latent_dim, [1.0] * latent_dim), ctx_std, ranges
+    )
 
 
 def conditions(n: int, columns: list[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -75,8 +77,12 @@ def load_generator(config: dict, batch: int, n: int, rng: np.random.Generator) -
     size = int(config["simulate"]["stamp_size"])
     torch.manual_seed(0)
     ae = build_autoencoder(config["autoencoder"], (1, size, size))
-    meta = {"latent_dim": int(ae.latent_dim), "image_shape": [1, size, size], "norm_scale": 1.0,
-            "pixel_scale_arcsec": float(config["simulate"]["pixel_scale_arcsec"])}
+    meta = {
+        "latent_dim": int(ae.latent_dim),
+        "image_shape": [1, size, size],
+        "norm_scale": 1.0,
+        "pixel_scale_arcsec": float(config["simulate"]["pixel_scale_arcsec"]),
+    }
     gen = Generator(random_flow(fcfg["kind"], fcfg, meta["latent_dim"], columns), ae, meta, batch_size=batch)
     return gen, conditions(n, columns, rng), "default architectures, random weights"
 
@@ -116,13 +122,21 @@ def speed_by_kind(fcfg: dict, latent_dim: int, n_k: int, rng: np.random.Generato
         ck = flow.context_matrix(cond_k)
         n_used = n_k if kind in ("nsf", "maf", "nice", "cnf") else max(n_k // 8, 32)
         t = timed(lambda flow=flow, ck=ck, n_used=n_used: flow.sample(ck[:n_used], np.arange(n_used)), key=kind)
-        per_kind[kind] = {"latents_per_s": n_used / t, "latents_per_cpu_s": n_used / CPU_SECONDS[kind], "n": n_used,
-                          "parameters": sum(p.numel() for p in flow.parameters())}
+        per_kind[kind] = {
+            "latents_per_s": n_used / t,
+            "latents_per_cpu_s": n_used / CPU_SECONDS[kind],
+            "n": n_used,
+            "parameters": sum(p.numel() for p in flow.parameters()),
+        }
     ar = random_flow("nsf", dict(fcfg, passes=None), latent_dim, columns)
     ck = ar.context_matrix(cond_k)
     t = timed(lambda: ar.sample(ck, np.arange(n_k)), key="ar")
-    per_kind["nsf_autoregressive"] = {"latents_per_s": n_k / t, "latents_per_cpu_s": n_k / CPU_SECONDS["ar"], "n": n_k,
-                                      "parameters": sum(p.numel() for p in ar.parameters())}
+    per_kind["nsf_autoregressive"] = {
+        "latents_per_s": n_k / t,
+        "latents_per_cpu_s": n_k / CPU_SECONDS["ar"],
+        "n": n_k,
+        "parameters": sum(p.numel() for p in ar.parameters()),
+    }
     return per_kind
 
 

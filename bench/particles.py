@@ -61,7 +61,8 @@ def main() -> None:
         "maf_t6_h32_coupling": ("maf", {"transforms": 6, "hidden_features": [32, 32], "passes": 2}),
         "nice_t3_h32": ("nice", {"transforms": 3, "hidden_features": [32, 32]}),
         "nsf_t3_h64_b8_autoregressive": (
-            "nsf", {"transforms": 3, "hidden_features": [64, 64], "bins": 8, "passes": None}
+            "nsf",
+            {"transforms": 3, "hidden_features": [64, 64], "bins": 8, "passes": None},
         ),
     }
     result: dict = {"threads": args.threads, "context_dim": 20, "features": 10, "flows": {}}

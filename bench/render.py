@@ -33,10 +33,20 @@ def naive(cfg: dict, n: int) -> float:
     for i in range(n):
         rng = item_rng(0, i, "bench")
         hlr = rng.uniform(0.1, 0.5)
-        psf = galsim.OpticalPSF(lam=p["lam_nm"], diam=p["diam_m"], obscuration=p["obscuration"],
-                                nstruts=p["nstruts"], defocus=p["defocus"], coma1=p["coma1"])
-        gal = galsim.Add([galsim.Sersic(rng.uniform(1, 4), half_light_radius=hlr, flux=0.3),
-                          galsim.Exponential(half_light_radius=hlr, flux=0.7)]).shear(q=0.6, beta=0.3 * galsim.radians)
+        psf = galsim.OpticalPSF(
+            lam=p["lam_nm"],
+            diam=p["diam_m"],
+            obscuration=p["obscuration"],
+            nstruts=p["nstruts"],
+            defocus=p["defocus"],
+            coma1=p["coma1"],
+        )
+        gal = galsim.Add(
+            [
+                galsim.Sersic(rng.uniform(1, 4), half_light_radius=hlr, flux=0.3),
+                galsim.Exponential(half_light_radius=hlr, flux=0.7),
+            ]
+        ).shear(q=0.6, beta=0.3 * galsim.radians)
         galsim.Convolve(gal, psf).drawImage(nx=size, ny=size, scale=scale)
     return n / (time.perf_counter() - t0)
 
@@ -76,19 +86,23 @@ def main() -> None:
     naive_wall = naive(cfg, args.naive)
     naive_cpu = args.naive / (time.process_time() - c0)
 
-    print(json.dumps({
-        "stamp_pixels": 64,
-        "galaxies": args.n,
-        "renderer_setup_s": round(setup_s, 3),
-        "render_gal_per_s_per_core": round(full, 1),
-        "render_gal_per_cpu_s": round(full_cpu, 1),
-        "observed_draw_only_gal_per_s_per_core": round(observed_only, 1),
-        "observed_draw_only_gal_per_cpu_s": round(observed_only_cpu, 1),
-        "naive_gal_per_s_per_core": round(naive_wall, 1),
-        "naive_gal_per_cpu_s": round(naive_cpu, 1),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "stamp_pixels": 64,
+                "galaxies": args.n,
+                "renderer_setup_s": round(setup_s, 3),
+                "render_gal_per_s_per_core": round(full, 1),
+                "render_gal_per_cpu_s": round(full_cpu, 1),
+                "observed_draw_only_gal_per_s_per_core": round(observed_only, 1),
+                "observed_draw_only_gal_per_cpu_s": round(observed_only_cpu, 1),
+                "naive_gal_per_s_per_core": round(naive_wall, 1),
+                "naive_gal_per_cpu_s": round(naive_cpu, 1),
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,14 +33,27 @@ class PlainVAE(nn.Module):
         g = size // 16
         self.g = g
         self.enc = nn.Sequential(
-            nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(), nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(64 * g * g, 2 * latent_dim),
+            nn.Conv2d(1, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * g * g, 2 * latent_dim),
         )
         self.lin = nn.Linear(latent_dim, 64 * g * g)
         self.dec = nn.Sequential(
-            nn.ReLU(), nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(64, 64, 4, 2, 1),
-            nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 4, 2, 1),
         )
         self.latent_dim = latent_dim
 
@@ -59,7 +72,9 @@ def synthetic(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
     amp = rng.uniform(5, 50, (n, 1, 1))
     img = amp * np.exp(-(xx**2 + yy**2) / (2 * s**2)) + rng.normal(0, 1, (n, size, size))
     psf = np.exp(-(xx**2 + yy**2) / (2 * 1.5**2))
-    return torch.tensor(img[:, None], dtype=torch.float32), torch.tensor((psf / psf.sum())[None, None], dtype=torch.float32)
+    return torch.tensor(img[:, None], dtype=torch.float32), torch.tensor(
+        (psf / psf.sum())[None, None], dtype=torch.float32
+    )
 
 
 def throughput(model: nn.Module, psf_aware: bool, x: torch.Tensor, psf: torch.Tensor, train_cfg: dict) -> float:
@@ -69,8 +84,7 @@ def throughput(model: nn.Module, psf_aware: bool, x: torch.Tensor, psf: torch.Te
     loss = AutoencoderLoss(psf, None, psf_aware, "pixel", 0.1)
     settings = TrainSettings.from_config(dict(train_cfg, max_epochs=1, device="cpu", warmup_steps=10), seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        fit(model, loss, val, val, settings,
-            tmp + "/warm", run_key={}, progress=False)  # warm-up (allocator, kernels)
+        fit(model, loss, val, val, settings, tmp + "/warm", run_key={}, progress=False)  # warm-up (allocator, kernels)
         t0 = time.perf_counter()
         fit(model, loss, data, val, settings, tmp + "/run", run_key={}, progress=False)
         return len(x) / (time.perf_counter() - t0)
@@ -92,20 +106,24 @@ def main() -> None:
     torch.manual_seed(0)
     plain = PlainVAE(args.size)
     ref = throughput(plain, False, x, psf, cfg["train"])
-    print(json.dumps({
-        "stamp": [1, args.size, args.size],
-        "threads": args.threads,
-        "batch_size": cfg["train"]["batch_size"],
-        "model": cfg["model"],
-        "widths": cfg["widths"],
-        "patch": cfg["patch"],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_images_per_s": round(ours, 1),
-        "plain_vae_parameters": sum(p.numel() for p in plain.parameters()),
-        "plain_vae_images_per_s": round(ref, 1),
-        "speedup_vs_plain": round(ours / ref, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "stamp": [1, args.size, args.size],
+                "threads": args.threads,
+                "batch_size": cfg["train"]["batch_size"],
+                "model": cfg["model"],
+                "widths": cfg["widths"],
+                "patch": cfg["patch"],
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "train_images_per_s": round(ours, 1),
+                "plain_vae_parameters": sum(p.numel() for p in plain.parameters()),
+                "plain_vae_images_per_s": round(ref, 1),
+                "speedup_vs_plain": round(ours / ref, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

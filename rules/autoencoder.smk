@@ -13,20 +13,20 @@ rule train_autoencoder:
     output:
         model=f"{RESULTS}/autoencoder/model.pt",
         history=f"{RESULTS}/autoencoder/history.csv",
-    params:
-        config=pick("autoencoder", "seed"),
-        checkpoints=f"{RESULTS}/autoencoder/checkpoints",
     log:
         log_path("train_autoencoder"),
     benchmark:
         bench_path("train_autoencoder")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 2
     resources:
         mem_mb=mem_mb(3000),
         runtime=runtime_min(60),
         gpu=train_gpus(),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("autoencoder", "seed", omit=["autoencoder.evaluate", "autoencoder.extract"]),
+        checkpoints=f"{RESULTS}/autoencoder/checkpoints",
     script:
         "../workflow/scripts/train_autoencoder.py"
 
@@ -41,18 +41,18 @@ rule evaluate_autoencoder:
         metrics=f"{RESULTS}/autoencoder/test_metrics.json",
         reconstructions=f"{RESULTS}/plots/reconstructions.png",
         loss=f"{RESULTS}/plots/ae_loss.png",
-    params:
-        config=pick("autoencoder.evaluate"),
     log:
         log_path("evaluate_autoencoder"),
     benchmark:
         bench_path("evaluate_autoencoder")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("autoencoder.evaluate"),
     script:
         "../workflow/scripts/evaluate_autoencoder.py"
 
@@ -63,19 +63,19 @@ rule extract_latents:
         galaxies=f"{RESULTS}/data/{{split}}.h5",
     output:
         latents=f"{RESULTS}/latents/{{split}}.h5",
-    wildcard_constraints:
-        split="train|val|test",
-    params:
-        config=pick("autoencoder.extract"),
     log:
         log_path("extract_latents_{split}"),
     benchmark:
         bench_path("extract_latents_{split}")
+    wildcard_constraints:
+        split="train|val|test",
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("autoencoder.extract"),
     script:
         "../workflow/scripts/extract_latents.py"

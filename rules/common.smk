@@ -1,12 +1,15 @@
 # Helpers shared by the rule files. Nothing here runs a job.
 
+import copy
+
 RESULTS = "results"
 
 
-def pick(*keys):
+def pick(*keys, omit=()):
     """The named parts of the validated config as one nested dict: the `config` argument of a rule's
     run_<rule> function, passed as params so that a change of these keys (and only these) reruns the rule.
-    A key is a top-level section ("simulate") or a dotted path into one ("autoencoder.evaluate")."""
+    A key is a top-level section ("simulate") or a dotted path into one ("autoencoder.evaluate");
+    `omit` lists dotted paths to leave out of what `keys` selected."""
     out = {}
     for key in keys:
         node, dst = config, out
@@ -14,7 +17,13 @@ def pick(*keys):
         for part in parts[:-1]:
             node = node[part]
             dst = dst.setdefault(part, {})
-        dst[parts[-1]] = node[parts[-1]]
+        dst[parts[-1]] = copy.deepcopy(node[parts[-1]])
+    for key in omit:
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        del node[last]
     return out
 
 

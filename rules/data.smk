@@ -7,18 +7,18 @@ if mode_is("images") and source_is("simulate"):
     rule simulate:
         output:
             raw=f"{RESULTS}/data/raw.h5",
-        params:
-            config=pick("simulate", "seed"),
         log:
             log_path("simulate"),
         benchmark:
             bench_path("simulate")
+        conda:
+            "../envs/morphoflow.yaml"
         threads: 8
         resources:
             mem_mb=mem_mb(4000),
             runtime=runtime_min(30),
-        conda:
-            "../envs/morphoflow.yaml"
+        params:
+            config=pick("simulate", "seed"),
         script:
             "../workflow/scripts/simulate.py"
 
@@ -32,22 +32,20 @@ rule preprocess:
         test=f"{RESULTS}/data/test.h5",
         cleaning=f"{RESULTS}/data/cleaning.json",
         tfrecords=(
-            expand(f"{RESULTS}/data/{{split}}.tfrecord", split=SPLITS)
-            if config["preprocess"]["tfrecord"]
-            else []
+            expand(f"{RESULTS}/data/{{split}}.tfrecord", split=SPLITS) if config["preprocess"]["tfrecord"] else []
         ),
-    params:
-        config=pick("preprocess", "seed"),
     log:
         log_path("preprocess"),
     benchmark:
         bench_path("preprocess")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(20),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("preprocess", "seed"),
     script:
         "../workflow/scripts/preprocess.py"
 
@@ -59,17 +57,17 @@ if has_floors():
             test=f"{RESULTS}/data/test.h5",
         output:
             floors=f"{RESULTS}/data/test_floors.json",
-        params:
-            config=pick("simulate", "seed", "autoencoder.evaluate.footprint_fraction"),
         log:
             log_path("simulation_floors"),
         benchmark:
             bench_path("simulation_floors")
+        conda:
+            "../envs/morphoflow.yaml"
         threads: 1
         resources:
             mem_mb=mem_mb(2000),
             runtime=runtime_min(10),
-        conda:
-            "../envs/morphoflow.yaml"
+        params:
+            config=pick("simulate", "seed", "autoencoder.evaluate.footprint_fraction"),
         script:
             "../workflow/scripts/simulation_floors.py"

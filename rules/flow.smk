@@ -11,20 +11,20 @@ rule train_flow:
     output:
         model=f"{RESULTS}/flow/model.pt",
         history=f"{RESULTS}/flow/history.csv",
-    params:
-        config=pick("flow", "seed"),
-        checkpoints=f"{RESULTS}/flow/checkpoints",
     log:
         log_path("train_flow"),
     benchmark:
         bench_path("train_flow")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 2
     resources:
         mem_mb=mem_mb(2000),
         runtime=runtime_min(60),
         gpu=train_gpus(),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("flow", "seed"),
+        checkpoints=f"{RESULTS}/flow/checkpoints",
     script:
         "../workflow/scripts/train_flow.py"
 
@@ -39,11 +39,11 @@ rule evaluate_flow:
         log_path("evaluate_flow"),
     benchmark:
         bench_path("evaluate_flow")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(1000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/morphoflow.yaml"
     script:
         "../workflow/scripts/evaluate_flow.py"

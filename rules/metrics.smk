@@ -18,8 +18,6 @@ rule metrics:
     input:
         unpack(_metrics_inputs),
     output:
-        metrics=f"{RESULTS}/metrics.json",
-        summary=report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Summary"),
         **{
             f"plot_{kind}": report(
                 f"{RESULTS}/plots/{kind}.png",
@@ -28,21 +26,23 @@ rule metrics:
             )
             for kind, title in PLOT_KINDS.items()
         },
+        metrics=f"{RESULTS}/metrics.json",
+        summary=report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Summary"),
+    log:
+        log_path("metrics"),
+    benchmark:
+        bench_path("metrics")
+    conda:
+        "../envs/morphoflow.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem_mb(4000),
+        runtime=runtime_min(20),
     params:
         config=pick("metrics", "seed"),
         # Wall times (timing_s) come from the other rules' benchmark files. They are not declared
         # inputs (no rule outputs them; rules with wildcards have many): every rule upstream of
         # this one has finished, so its benchmark file exists when this job starts.
         benchmarks="benchmarks",
-    log:
-        log_path("metrics"),
-    benchmark:
-        bench_path("metrics")
-    threads: 2
-    resources:
-        mem_mb=mem_mb(4000),
-        runtime=runtime_min(20),
-    conda:
-        "../envs/morphoflow.yaml"
     script:
         "../workflow/scripts/metrics.py"

@@ -26,18 +26,18 @@ if _PART["source"] == "simulate":
     rule particles_simulate:
         output:
             raw_stars=f"{PART}/raw_stars.h5",
-        params:
-            config=pick("particles.simulate", "seed"),
         log:
             log_path("particles_simulate"),
         benchmark:
             bench_path("particles_simulate")
+        conda:
+            "../envs/morphoflow.yaml"
         threads: 1
         resources:
             mem_mb=mem_mb(1000),
             runtime=runtime_min(10),
-        conda:
-            "../envs/morphoflow.yaml"
+        params:
+            config=pick("particles.simulate", "seed"),
         script:
             "../workflow/scripts/particles_simulate.py"
 
@@ -52,12 +52,12 @@ else:
             log_path("particles_import"),
         benchmark:
             bench_path("particles_import")
+        conda:
+            "../envs/morphoflow.yaml"
         threads: 1
         resources:
             mem_mb=mem_mb(4000),
             runtime=runtime_min(30),
-        conda:
-            "../envs/morphoflow.yaml"
         script:
             "../workflow/scripts/particles_import.py"
 
@@ -68,18 +68,18 @@ rule particles_clean:
     output:
         stars=f"{PART}/stars.h5",
         cleaning=f"{PART}/cleaning.json",
-    params:
-        config=pick("particles.clean"),
     log:
         log_path("particles_clean"),
     benchmark:
         bench_path("particles_clean")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("particles.clean"),
     script:
         "../workflow/scripts/particles_clean.py"
 
@@ -89,18 +89,18 @@ rule particles_render:
         stars=f"{PART}/stars.h5",
     output:
         raw=f"{RESULTS}/data/raw.h5",
-    params:
-        config=pick("particles.render", "seed"),
     log:
         log_path("particles_render"),
     benchmark:
         bench_path("particles_render")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(1000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("particles.render", "seed"),
     script:
         "../workflow/scripts/particles_render.py"
 
@@ -113,20 +113,20 @@ rule particles_train:
     output:
         model=f"{PART}/flow_{{variant}}.pt",
         history=f"{PART}/history_{{variant}}.csv",
-    params:
-        config=pick("particles.context", "particles.max_stars_per_galaxy", "particles.flow", "seed"),
-        checkpoints=lambda wc: f"{PART}/checkpoints/{wc.variant}",
     log:
         log_path("particles_train_{variant}"),
     benchmark:
         bench_path("particles_train_{variant}")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 2
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(60),
         gpu=train_gpus(),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("particles.context", "particles.max_stars_per_galaxy", "particles.flow", "seed"),
+        checkpoints=lambda wc: f"{PART}/checkpoints/{wc.variant}",
     script:
         "../workflow/scripts/particles_train.py"
 
@@ -138,19 +138,19 @@ rule particles_sample:
         test=f"{RESULTS}/latents/test.h5",
     output:
         samples=f"{PART}/samples_{{variant}}.h5",
-    params:
-        config=pick("particles.sample", "seed"),
     log:
         log_path("particles_sample_{variant}"),
     benchmark:
         bench_path("particles_sample_{variant}")
+    conda:
+        "../envs/morphoflow.yaml"
     # One torch thread: on a shared 2-core machine two intra-op threads sample ~6x slower (bench/particles.py).
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("particles.sample", "seed"),
     script:
         "../workflow/scripts/particles_sample.py"
 
@@ -161,19 +161,19 @@ rule particles_plots:
         samples=expand(f"{PART}/samples_{{variant}}.h5", variant=PARTICLE_VARIANTS),
     output:
         **PARTICLE_PLOTS,
-    params:
-        # the order of the variants = the order of input `samples`
-        config=pick("particles.variants"),
     log:
         log_path("particles_plots"),
     benchmark:
         bench_path("particles_plots")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
         runtime=runtime_min(10),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        # the order of the variants = the order of input `samples`
+        config=pick("particles.variants"),
     script:
         "../workflow/scripts/particles_plots.py"
 
@@ -191,20 +191,20 @@ rule particles_metrics:
         autoencoder=f"{RESULTS}/autoencoder/test_metrics.json",
     output:
         metrics=f"{RESULTS}/metrics.json",
+    log:
+        log_path("particles_metrics"),
+    benchmark:
+        bench_path("particles_metrics")
+    conda:
+        "../envs/morphoflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime_min(30),
     params:
         # the order of the variants = the order of inputs `samples` and `models`
         config=pick("particles.variants", "particles.metrics", "seed"),
         # wall times (timing_s): the other rules' benchmark files, as in rule metrics
         benchmarks="benchmarks",
-    log:
-        log_path("particles_metrics"),
-    benchmark:
-        bench_path("particles_metrics")
-    threads: 1
-    resources:
-        mem_mb=mem_mb(2000),
-        runtime=runtime_min(30),
-    conda:
-        "../envs/morphoflow.yaml"
     script:
         "../workflow/scripts/particles_metrics.py"

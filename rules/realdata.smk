@@ -12,19 +12,19 @@ HDF_FITS = "resources/hdf/hubble_deep_field.fits"
 rule download:
     output:
         tarball=COSMOS_TARBALL,
-    params:
-        url=_DL["url"].format(sample=_DL["sample"]),
-        known_hash=_DL["known_hash"],
     log:
         log_path("download"),
     benchmark:
         bench_path("download")
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb(500),
         runtime=runtime_min(240),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        url=_DL["url"].format(sample=_DL["sample"]),
+        known_hash=_DL["known_hash"],
     script:
         "../workflow/scripts/download.py"
 
@@ -36,19 +36,19 @@ if source_is("cosmos"):
             tarball=ancient(COSMOS_TARBALL),
         output:
             raw=f"{RESULTS}/data/raw.h5",
-        params:
-            config=pick("cosmos", "download.sample", "download.known_hash", "seed"),
         log:
             log_path("cosmos"),
         benchmark:
             bench_path("cosmos")
+        conda:
+            "../envs/morphoflow.yaml"
         threads: 4
         resources:
             # ~160 kB per galaxy (image + PSF + noise power, float32), held twice while writing.
             mem_mb=mem_mb(32000),
             runtime=runtime_min(360),
-        conda:
-            "../envs/morphoflow.yaml"
+        params:
+            config=pick("cosmos", "download.sample", "download.known_hash", "seed"),
         script:
             "../workflow/scripts/cosmos.py"
 
@@ -60,39 +60,39 @@ if source_is("stamps"):
         rule hdf_image:
             output:
                 image=HDF_FITS,
-            params:
-                config=pick("stamps.pixel_scale_arcsec"),
             log:
                 log_path("hdf_image"),
             benchmark:
                 bench_path("hdf_image")
+            conda:
+                "../envs/morphoflow.yaml"
             threads: 1
             resources:
                 mem_mb=mem_mb(500),
                 runtime=runtime_min(5),
-            conda:
-                "../envs/morphoflow.yaml"
+            params:
+                config=pick("stamps.pixel_scale_arcsec"),
             script:
                 "../workflow/scripts/hdf_image.py"
 
     rule cut_stamps:
         input:
-            image=HDF_FITS if config["stamps"]["image"] == "hdf" else config["stamps"]["image"],
             **({"weight": config["stamps"]["weight"]} if config["stamps"]["weight"] else {}),
             **({"psf": config["stamps"]["psf"]} if config["stamps"]["psf"] else {}),
+            image=HDF_FITS if config["stamps"]["image"] == "hdf" else config["stamps"]["image"],
         output:
             raw=f"{RESULTS}/data/raw.h5",
-        params:
-            config=pick("stamps", "seed"),
         log:
             log_path("cut_stamps"),
         benchmark:
             bench_path("cut_stamps")
+        conda:
+            "../envs/morphoflow.yaml"
         threads: 1
         resources:
             mem_mb=mem_mb(2000),
             runtime=runtime_min(20),
-        conda:
-            "../envs/morphoflow.yaml"
+        params:
+            config=pick("stamps", "seed"),
         script:
             "../workflow/scripts/cut_stamps.py"

@@ -11,19 +11,19 @@ rule sample:
         flow=branch(lambda wc: wc.method == "flow", then=f"{RESULTS}/flow/model.pt"),
     output:
         samples=f"{RESULTS}/samples/{{method}}.h5",
-    wildcard_constraints:
-        method="|".join(config["sample"]["methods"]),
-    params:
-        config=pick("sample", "seed", "flow.out_of_range"),
     log:
         log_path("sample_{method}"),
     benchmark:
         bench_path("sample_{method}")
+    wildcard_constraints:
+        method="|".join(config["sample"]["methods"]),
+    conda:
+        "../envs/morphoflow.yaml"
     threads: 2
     resources:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(30),
-    conda:
-        "../envs/morphoflow.yaml"
+    params:
+        config=pick("sample", "seed", "flow.out_of_range"),
     script:
         "../workflow/scripts/sample.py"

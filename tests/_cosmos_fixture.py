@@ -13,7 +13,7 @@ in the selection table, so that ``exclusion_level="marginal"`` removes exactly t
 
 from __future__ import annotations
 
-__all__ = ["make_cosmos_sample", "make_cosmos_tarball", "FileServer", "SAMPLE", "BAD_FIT", "BAD_STAMP"]
+__all__ = ["BAD_FIT", "BAD_STAMP", "SAMPLE", "FileServer", "make_cosmos_sample", "make_cosmos_tarball"]
 
 import http.server
 import os
@@ -44,10 +44,13 @@ def make_cosmos_sample(folder: str | os.PathLike, n: int = 10, seed: int = 1, sa
     cn = galsim.getCOSMOSNoise(file_name=str(noise_file), rng=galsim.BaseDeviate(seed))
     variance = cn.getVariance()
 
-    psf = galsim.Convolve(galsim.Airy(lam=814.0, diam=2.4, obscuration=0.33, scale_unit=galsim.arcsec),
-                          galsim.Gaussian(sigma=0.02))
+    psf = galsim.Convolve(
+        galsim.Airy(lam=814.0, diam=2.4, obscuration=0.33, scale_unit=galsim.arcsec), galsim.Gaussian(sigma=0.02)
+    )
     gal_hdus, psf_hdus = [fits.PrimaryHDU()], [fits.PrimaryHDU()]
-    rows: dict[str, list] = {k: [] for k in ("mag", "n", "q", "beta", "hlr", "flux", "flux_radius", "zphot", "stamp_flux")}
+    rows: dict[str, list] = {
+        k: [] for k in ("mag", "n", "q", "beta", "hlr", "flux", "flux_radius", "zphot", "stamp_flux")
+    }
     for i in range(n):
         mag = rng.uniform(20.5, 23.0)
         flux = 10 ** (-0.4 * (mag - ZEROPOINT))
@@ -62,9 +65,17 @@ def make_cosmos_sample(folder: str | os.PathLike, n: int = 10, seed: int = 1, sa
         gal_hdus.append(fits.ImageHDU(im.array.astype(np.float32)))
         pim = psf.drawImage(nx=41, ny=41, scale=PIXEL_SCALE)
         psf_hdus.append(fits.ImageHDU(pim.array.astype(np.float32)))
-        for k, v in (("mag", mag), ("n", sn), ("q", q), ("beta", beta), ("hlr", hlr), ("flux", flux),
-                     ("flux_radius", hlr / PIXEL_SCALE * rng.uniform(0.9, 1.1)), ("zphot", rng.uniform(0.2, 2.0)),
-                     ("stamp_flux", float(im.array.sum()))):
+        for k, v in (
+            ("mag", mag),
+            ("n", sn),
+            ("q", q),
+            ("beta", beta),
+            ("hlr", hlr),
+            ("flux", flux),
+            ("flux_radius", hlr / PIXEL_SCALE * rng.uniform(0.9, 1.1)),
+            ("zphot", rng.uniform(0.2, 2.0)),
+            ("stamp_flux", float(im.array.sum())),
+        ):
             rows[k].append(v)
 
     gal_file, psf_file = f"real_galaxy_images_{sample}_n1.fits", f"real_galaxy_PSF_images_{sample}_n1.fits"
@@ -74,64 +85,80 @@ def make_cosmos_sample(folder: str | os.PathLike, n: int = 10, seed: int = 1, sa
     ident = np.arange(n, dtype=np.int64) * 7 + 1000
     r = {k: np.asarray(v) for k, v in rows.items()}
     col = fits.Column
-    real = fits.BinTableHDU.from_columns([
-        col("IDENT", "J", array=ident),
-        col("RA", "D", array=150.0 + rng.uniform(0, 1, n)),
-        col("DEC", "D", array=2.0 + rng.uniform(0, 1, n)),
-        col("MAG", "D", array=r["mag"]),
-        col("BAND", "5A", array=["F814W"] * n),
-        col("WEIGHT", "D", array=np.ones(n)),
-        col("GAL_FILENAME", "40A", array=[gal_file] * n),
-        col("PSF_FILENAME", "40A", array=[psf_file] * n),
-        col("GAL_HDU", "J", array=np.arange(1, n + 1)),
-        col("PSF_HDU", "J", array=np.arange(1, n + 1)),
-        col("PIXEL_SCALE", "D", array=np.full(n, PIXEL_SCALE)),
-        col("NOISE_MEAN", "D", array=np.zeros(n)),
-        col("NOISE_VARIANCE", "D", array=np.full(n, variance)),
-        col("NOISE_FILENAME", "40A", array=[noise_file.name] * n),
-        col("stamp_flux", "D", array=r["stamp_flux"]),
-    ])
+    real = fits.BinTableHDU.from_columns(
+        [
+            col("IDENT", "J", array=ident),
+            col("RA", "D", array=150.0 + rng.uniform(0, 1, n)),
+            col("DEC", "D", array=2.0 + rng.uniform(0, 1, n)),
+            col("MAG", "D", array=r["mag"]),
+            col("BAND", "5A", array=["F814W"] * n),
+            col("WEIGHT", "D", array=np.ones(n)),
+            col("GAL_FILENAME", "40A", array=[gal_file] * n),
+            col("PSF_FILENAME", "40A", array=[psf_file] * n),
+            col("GAL_HDU", "J", array=np.arange(1, n + 1)),
+            col("PSF_HDU", "J", array=np.arange(1, n + 1)),
+            col("PIXEL_SCALE", "D", array=np.full(n, PIXEL_SCALE)),
+            col("NOISE_MEAN", "D", array=np.zeros(n)),
+            col("NOISE_VARIANCE", "D", array=np.full(n, variance)),
+            col("NOISE_FILENAME", "40A", array=[noise_file.name] * n),
+            col("stamp_flux", "D", array=r["stamp_flux"]),
+        ]
+    )
     real.writeto(root / f"real_galaxy_catalog_{sample}.fits", overwrite=True)
 
     # Parametric fits. sersicfit: (intensity, hlr [pixels], n, q, boxiness, x0, y0, phi [rad]);
     # bulgefit: disk (8 values) then bulge (8 values); hlr / flux: (sersic, bulge, disk).
     sersicfit = np.zeros((n, 8))
-    sersicfit[:, 1], sersicfit[:, 2], sersicfit[:, 3], sersicfit[:, 7] = r["hlr"] / PIXEL_SCALE, r["n"], r["q"], r["beta"]
+    sersicfit[:, 1], sersicfit[:, 2], sersicfit[:, 3], sersicfit[:, 7] = (
+        r["hlr"] / PIXEL_SCALE,
+        r["n"],
+        r["q"],
+        r["beta"],
+    )
     bulgefit = np.zeros((n, 16))
     bulgefit[:, 1], bulgefit[:, 2], bulgefit[:, 3], bulgefit[:, 7] = r["hlr"] / PIXEL_SCALE, 1.0, r["q"], r["beta"]
-    bulgefit[:, 9], bulgefit[:, 10], bulgefit[:, 11], bulgefit[:, 15] = r["hlr"] / PIXEL_SCALE / 2, 4.0, r["q"], r["beta"]
+    bulgefit[:, 9], bulgefit[:, 10], bulgefit[:, 11], bulgefit[:, 15] = (
+        r["hlr"] / PIXEL_SCALE / 2,
+        4.0,
+        r["q"],
+        r["beta"],
+    )
     fit_status = np.ones((n, 5), dtype=np.int32)
     fit_status[BAD_FIT] = 0
     hlr3 = np.stack([r["hlr"], r["hlr"] / 2, r["hlr"]], axis=1)
     flux3 = np.stack([r["flux"], 0.3 * r["flux"], 0.7 * r["flux"]], axis=1)
-    param = fits.BinTableHDU.from_columns([
-        col("IDENT", "J", array=ident),
-        col("mag_auto", "D", array=r["mag"]),
-        col("flux_radius", "D", array=r["flux_radius"]),
-        col("zphot", "D", array=r["zphot"]),
-        col("sersicfit", "8D", array=sersicfit),
-        col("bulgefit", "16D", array=bulgefit),
-        col("fit_status", "5J", array=fit_status),
-        col("fit_mad_s", "D", array=np.full(n, 0.01)),
-        col("fit_mad_b", "D", array=np.full(n, 0.01)),
-        col("fit_dvc_btt", "D", array=np.full(n, 0.3)),
-        col("use_bulgefit", "J", array=np.zeros(n, dtype=np.int32)),
-        col("viable_sersic", "J", array=np.ones(n, dtype=np.int32)),
-        col("hlr", "3D", array=hlr3),
-        col("flux", "3D", array=flux3),
-    ])
+    param = fits.BinTableHDU.from_columns(
+        [
+            col("IDENT", "J", array=ident),
+            col("mag_auto", "D", array=r["mag"]),
+            col("flux_radius", "D", array=r["flux_radius"]),
+            col("zphot", "D", array=r["zphot"]),
+            col("sersicfit", "8D", array=sersicfit),
+            col("bulgefit", "16D", array=bulgefit),
+            col("fit_status", "5J", array=fit_status),
+            col("fit_mad_s", "D", array=np.full(n, 0.01)),
+            col("fit_mad_b", "D", array=np.full(n, 0.01)),
+            col("fit_dvc_btt", "D", array=np.full(n, 0.3)),
+            col("use_bulgefit", "J", array=np.zeros(n, dtype=np.int32)),
+            col("viable_sersic", "J", array=np.ones(n, dtype=np.int32)),
+            col("hlr", "3D", array=hlr3),
+            col("flux", "3D", array=flux3),
+        ]
+    )
     param.writeto(root / f"real_galaxy_catalog_{sample}_fits.fits", overwrite=True)
 
     sn_gauss = np.full(n, 50.0)
     sn_gauss[BAD_STAMP] = 3.0
-    selection = fits.BinTableHDU.from_columns([
-        col("IDENT", "J", array=ident),
-        col("dmag", "D", array=np.full(n, 0.05)),
-        col("sn_ellip_gauss", "D", array=sn_gauss),
-        col("min_mask_dist_pixels", "D", array=np.full(n, 30.0)),
-        col("average_mask_adjacent_pixel_count", "D", array=np.zeros(n)),
-        col("peak_image_pixel_count", "D", array=np.ones(n)),
-    ])
+    selection = fits.BinTableHDU.from_columns(
+        [
+            col("IDENT", "J", array=ident),
+            col("dmag", "D", array=np.full(n, 0.05)),
+            col("sn_ellip_gauss", "D", array=sn_gauss),
+            col("min_mask_dist_pixels", "D", array=np.full(n, 30.0)),
+            col("average_mask_adjacent_pixel_count", "D", array=np.zeros(n)),
+            col("peak_image_pixel_count", "D", array=np.ones(n)),
+        ]
+    )
     selection.writeto(root / f"real_galaxy_catalog_{sample}_selection.fits", overwrite=True)
     return root
 
@@ -169,7 +196,7 @@ class FileServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 rng = self.headers.get("Range")
                 first = all(p != self.path for p, _ in server.requests)
                 server.requests.append((self.path, rng))
@@ -208,7 +235,7 @@ class FileServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         self.thread.start()
         return self
 

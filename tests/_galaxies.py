@@ -27,9 +27,7 @@ def make_galaxies(
     r"""``n`` Sérsic galaxies (counts) convolved with a PSF (FWHM 0.25 arcsec) plus white noise of std ``sigma``."""
 
     rng = np.random.default_rng(seed)
-    psf_prof = (
-        galsim.Gaussian(fwhm=0.25) if psf_kind == "gaussian" else galsim.Moffat(beta=3.0, fwhm=0.25)
-    )
+    psf_prof = galsim.Gaussian(fwhm=0.25) if psf_kind == "gaussian" else galsim.Moffat(beta=3.0, fwhm=0.25)
     # PSF centre on pixel (H // 2, W // 2), as the contract says (not GalSim's true centre of an even stamp)
     psf_img = psf_prof.drawImage(nx=size, ny=size, scale=PIXEL_SCALE, method="no_pixel", use_true_center=False)
     psf_img = psf_img.array.astype(np.float32)
@@ -41,7 +39,9 @@ def make_galaxies(
         hlr = float(rng.uniform(0.2, 0.45))
         n_s = float(rng.choice([1.0, 1.5, 2.5]))
         q = float(rng.uniform(0.4, 1.0))
-        gal = galsim.Sersic(n=n_s, half_light_radius=hlr, flux=flux).shear(q=q, beta=rng.uniform(0, np.pi) * galsim.radians)
+        gal = galsim.Sersic(n=n_s, half_light_radius=hlr, flux=flux).shear(
+            q=q, beta=rng.uniform(0, np.pi) * galsim.radians
+        )
         t = gal.drawImage(nx=size, ny=size, scale=PIXEL_SCALE, method="no_pixel").array
         obs = galsim.Convolve(gal, psf_prof).drawImage(nx=size, ny=size, scale=PIXEL_SCALE, method="no_pixel").array
         obs = obs + rng.normal(0, sigma, obs.shape)

@@ -16,7 +16,7 @@ SLURM binaries are installed by ``scripts/install-slurm.sh`` (``make slurm``).
 
 from __future__ import annotations
 
-__all__ = ["LocalSlurm", "unavailable_reason", "MARKER", "SYSTEM_CONF"]
+__all__ = ["MARKER", "SYSTEM_CONF", "LocalSlurm", "unavailable_reason"]
 
 import fcntl
 import os
@@ -97,9 +97,7 @@ class LocalSlurm:
             ``--gpus=1`` are then scheduled and run (CPU code), which tests the GPU request path.
     """
 
-    def __init__(
-        self, root: str | os.PathLike, cpus: int | None = None, mem_mb: int | None = None, gpus: int = 1
-    ):
+    def __init__(self, root: str | os.PathLike, cpus: int | None = None, mem_mb: int | None = None, gpus: int = 1):
         self.root = Path(root).resolve()
         self.gpus = min(max(int(gpus), 0), 1)
         self.cpus = int(cpus or os.cpu_count() or 1)
@@ -178,7 +176,7 @@ class LocalSlurm:
         if reason:
             raise RuntimeError(reason)
         # One test cluster per machine at a time (ports 6817/6818 and /etc/slurm/slurm.conf).
-        self._lock = open(LOCK_FILE, "w")
+        self._lock = open(LOCK_FILE, "w")  # noqa: SIM115 - held (locked) until stop()
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
             for port in (CTLD_PORT, SLURMD_PORT):
@@ -189,8 +187,7 @@ class LocalSlurm:
             self.conf.write_text(self.config_text())
             # A stand-in GPU (slurmd drops GPUs without a File); gres.conf is read beside slurm.conf.
             (self.root / "gres.conf").write_text(
-                f"{MARKER}\nAutoDetect=off\n"
-                + ("NodeName=localhost Name=gpu File=/dev/null\n" if self.gpus else "")
+                f"{MARKER}\nAutoDetect=off\n" + ("NodeName=localhost Name=gpu File=/dev/null\n" if self.gpus else "")
             )
             SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
             if SYSTEM_CONF.is_symlink() or SYSTEM_CONF.exists():
@@ -198,10 +195,12 @@ class LocalSlurm:
             SYSTEM_CONF.symlink_to(self.conf)
             self._linked = True
             env = self.env()
-            for cmd, name in ((["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld"),
-                              (["slurmd", "-D", "-N", "localhost", "-f", str(self.conf)], "slurmd")):
+            for cmd, name in (
+                (["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld"),
+                (["slurmd", "-D", "-N", "localhost", "-f", str(self.conf)], "slurmd"),
+            ):
                 cmd[0] = _which(cmd[0])
-                out = open(self.root / f"{name}.stdout", "w")
+                out = open(self.root / f"{name}.stdout", "w")  # noqa: SIM115 - the daemon writes to it
                 self._procs.append(
                     subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
                 )

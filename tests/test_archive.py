@@ -34,8 +34,9 @@ def link_member(name, target, kind=tarfile.SYMTYPE):
 def test_extracts_a_good_archive(tmp_path):
     d = tarfile.TarInfo("top")
     d.type = tarfile.DIRTYPE
-    tar = make_tar(tmp_path / "ok.tar.gz", [(d, None), file_member("top/a.txt", b"abc"),
-                                            link_member("top/b.txt", "a.txt")])
+    tar = make_tar(
+        tmp_path / "ok.tar.gz", [(d, None), file_member("top/a.txt", b"abc"), link_member("top/b.txt", "a.txt")]
+    )
     out = safe_extract(tar, tmp_path / "dest")
     assert (out / "top" / "a.txt").read_bytes() == b"abc"
     assert (out / "top" / "b.txt").read_bytes() == b"abc"

@@ -44,8 +44,23 @@ def model_dir(tmp_path_factory):
 
 def test_cli_writes_fits_cube_and_table(model_dir, tmp_path):
     out = tmp_path / "out.fits"
-    res = cli("sample", "--model", str(model_dir), "--mag", "18.5", "--hlr-arcsec", "0.4", "--redshift", "0.8",
-              "-n", "3", "--seed", "7", "-o", str(out))
+    res = cli(
+        "sample",
+        "--model",
+        str(model_dir),
+        "--mag",
+        "18.5",
+        "--hlr-arcsec",
+        "0.4",
+        "--redshift",
+        "0.8",
+        "-n",
+        "3",
+        "--seed",
+        "7",
+        "-o",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     with fits.open(out) as hdul:
         cube, hdr = hdul[0].data, hdul[0].header
@@ -64,7 +79,9 @@ def test_cli_conditions_table_and_errors(model_dir, tmp_path, capsys):
     csv = tmp_path / "cond.csv"
     pd.DataFrame({"mag": [18.0, 19.0], "hlr_arcsec": [0.3, 0.5], "redshift": [0.5, 1.0]}).to_csv(csv, index=False)
     out = tmp_path / "t.fits"
-    code, _, err = cli_inprocess(capsys, "sample", "--model", str(model_dir), "--conditions", str(csv), "-n", "2", "-o", str(out))
+    code, _, err = cli_inprocess(
+        capsys, "sample", "--model", str(model_dir), "--conditions", str(csv), "-n", "2", "-o", str(out)
+    )
     assert code == 0, err
     with fits.open(out) as hdul:
         assert hdul[0].data.shape == (4, 32, 32)
@@ -73,7 +90,9 @@ def test_cli_conditions_table_and_errors(model_dir, tmp_path, capsys):
     # flags come from the model's context columns
     code, stdout, _ = cli_inprocess(capsys, "sample", "--model", str(model_dir), "--help")
     assert code == 0 and "--hlr-arcsec" in stdout and "--redshift" in stdout
-    code, _, err = cli_inprocess(capsys, "sample", "--model", str(model_dir), "--mag", "18", "-o", str(tmp_path / "x.fits"))
+    code, _, err = cli_inprocess(
+        capsys, "sample", "--model", str(model_dir), "--mag", "18", "-o", str(tmp_path / "x.fits")
+    )
     assert code == 2 and "missing condition(s) --hlr-arcsec --redshift" in err
     # out of range: a warning by default, an error with --out-of-range error; no file left behind
     args = ["sample", "--model", str(model_dir), "--mag", "30", "--hlr-arcsec", "0.4", "--redshift", "0.8"]
@@ -88,6 +107,16 @@ def test_cli_conditions_table_and_errors(model_dir, tmp_path, capsys):
     # a flow file that is not one is named (read by morphoflow.checkpoint, the one loader of model files)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
-    code, _, err = cli_inprocess(capsys, "sample", "--autoencoder", str(model_dir / "autoencoder" / "model.pt"),
-                                 "--flow", str(bad), "--mag", "18", "-o", str(tmp_path / "b.fits"))
+    code, _, err = cli_inprocess(
+        capsys,
+        "sample",
+        "--autoencoder",
+        str(model_dir / "autoencoder" / "model.pt"),
+        "--flow",
+        str(bad),
+        "--mag",
+        "18",
+        "-o",
+        str(tmp_path / "b.fits"),
+    )
     assert code == 1 and "bad.pt: corrupted or unreadable morphoflow conditional-flow file" in err

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _cosmos_fixture import BAD_FIT, BAD_STAMP, FileServer, make_cosmos_tarball
 from astropy.io import fits
 
+from _cosmos_fixture import BAD_FIT, BAD_STAMP, FileServer, make_cosmos_tarball
 from morphoflow.config import load_config
 from morphoflow.contract import read_galaxies
 from morphoflow.data.cosmos import extract_sample, read_cosmos, run_cosmos
@@ -30,14 +30,21 @@ def raw(tarball, tmp_path_factory):
     r"""Download the tarball over HTTP (connection cut once), unpack it and write raw.h5."""
     work = tmp_path_factory.mktemp("cosmos_run")
     with FileServer({"/COSMOS_25.2_training_sample.tar.gz": tarball.read_bytes()}, cut_first=True) as srv:
-        local = fetch(f"{srv.url}/COSMOS_25.2_training_sample.tar.gz",
-                      work / "COSMOS_25.2_training_sample.tar.gz", backoff=0, progress=False)
+        local = fetch(
+            f"{srv.url}/COSMOS_25.2_training_sample.tar.gz",
+            work / "COSMOS_25.2_training_sample.tar.gz",
+            backoff=0,
+            progress=False,
+        )
     assert any(r is not None for _, r in srv.requests)  # resumed with Range
     assert local.read_bytes() == tarball.read_bytes()
     out = work / "raw.h5"
     config = load_config(overrides={"seed": 7, "cosmos": {"stamp_size": STAMP}, "download": {"sample": "25.2"}})
-    rule_config = {"cosmos": config["cosmos"], "seed": config["seed"],
-                   "download": {k: config["download"][k] for k in ("sample", "known_hash")}}
+    rule_config = {
+        "cosmos": config["cosmos"],
+        "seed": config["seed"],
+        "download": {k: config["download"][k] for k in ("sample", "known_hash")},
+    }
     run_cosmos(tarball=local, raw=out, config=rule_config, threads=2)
     return work, out
 
@@ -113,13 +120,22 @@ def test_size_cut_and_reuse_of_extraction(raw):
 
 
 def test_preprocess_accepts_cosmos_file(raw, tmp_path):
-    config = load_config(overrides={"seed": 7, "preprocess": {
-        "split": {"train": 0.34, "val": 0.33, "test": 0.33},  # 8 galaxies: 4 / 2 / 2
-        "cleaning": {"flux_quantiles": [0.0, 1.0]},
-    }})
+    config = load_config(
+        overrides={
+            "seed": 7,
+            "preprocess": {
+                "split": {"train": 0.34, "val": 0.33, "test": 0.33},  # 8 galaxies: 4 / 2 / 2
+                "cleaning": {"flux_quantiles": [0.0, 1.0]},
+            },
+        }
+    )
     outs = {s: tmp_path / f"{s}.h5" for s in ("train", "val", "test")}
-    report = run_preprocess(raw=raw[1], **outs, cleaning=tmp_path / "cleaning.json",
-                            config={"preprocess": config["preprocess"], "seed": config["seed"]})
+    report = run_preprocess(
+        raw=raw[1],
+        **outs,
+        cleaning=tmp_path / "cleaning.json",
+        config={"preprocess": config["preprocess"], "seed": config["seed"]},
+    )
     assert report["n_in"] == N - 2 and report["n_out"] == N - 2  # no COSMOS stamp is cut by the edge rule
     parts = [read_galaxies(outs[s]) for s in ("train", "val", "test")]
     assert sum(len(p) for p in parts) == N - 2

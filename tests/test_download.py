@@ -4,8 +4,8 @@ import hashlib
 import socket
 
 import pytest
-from _cosmos_fixture import FileServer
 
+from _cosmos_fixture import FileServer
 from morphoflow.config import load_config
 from morphoflow.data.download import DownloadError, fetch, run_download, verify
 
@@ -18,8 +18,14 @@ def sha(b: bytes) -> str:
 
 def test_resume_after_dropped_connection(tmp_path):
     with FileServer({"/f.tar.gz": PAYLOAD}, cut_first=True) as srv:
-        out = fetch(f"{srv.url}/f.tar.gz", tmp_path / "f.tar.gz", known_hash=sha(PAYLOAD),
-                    backoff=0, chunk_size=4096, progress=False)
+        out = fetch(
+            f"{srv.url}/f.tar.gz",
+            tmp_path / "f.tar.gz",
+            known_hash=sha(PAYLOAD),
+            backoff=0,
+            chunk_size=4096,
+            progress=False,
+        )
     assert out.read_bytes() == PAYLOAD
     # First request without Range was cut half-way; the second resumed from the bytes kept.
     assert srv.requests[0][1] is None
@@ -43,9 +49,8 @@ def test_resume_of_partial_file_from_earlier_run_and_hash_recorded(tmp_path):
 
 
 def test_checksum_mismatch_leaves_no_file(tmp_path):
-    with FileServer({"/f.bin": PAYLOAD}) as srv:
-        with pytest.raises(DownloadError, match="checksum mismatch") as err:
-            fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", known_hash=sha(b"something else"), progress=False)
+    with FileServer({"/f.bin": PAYLOAD}) as srv, pytest.raises(DownloadError, match="checksum mismatch") as err:
+        fetch(f"{srv.url}/f.bin", tmp_path / "f.bin", known_hash=sha(b"something else"), progress=False)
     assert f"{srv.url}/f.bin" in str(err.value)
     assert not (tmp_path / "f.bin").exists()
     assert not (tmp_path / "f.bin.part").exists()
@@ -61,17 +66,17 @@ def test_md5_hash_and_reuse_without_network(tmp_path):
 
 
 def test_http_error_is_named(tmp_path):
-    with FileServer({}) as srv:
-        with pytest.raises(DownloadError, match="HTTP error 404"):
-            fetch(f"{srv.url}/missing", tmp_path / "x", progress=False)
+    with FileServer({}) as srv, pytest.raises(DownloadError, match="HTTP error 404"):
+        fetch(f"{srv.url}/missing", tmp_path / "x", progress=False)
 
 
 def test_unreachable_host_fails_with_one_line(tmp_path, caplog):
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = load_config(overrides={"download": {"url": f"http://127.0.0.1:{port}/COSMOS.tar.gz", "retries": 3,
-                                                 "timeout_s": 2}})
+    config = load_config(
+        overrides={"download": {"url": f"http://127.0.0.1:{port}/COSMOS.tar.gz", "retries": 3, "timeout_s": 2}}
+    )
     with pytest.raises(SystemExit) as exc:
         run_download(tarball=tmp_path / "c.tar.gz", config={"download": config["download"]})
     assert exc.value.code == 1

@@ -3,11 +3,11 @@ r"""The pinned environments agree: requirements.txt, envs/morphoflow.yaml, pypro
 from __future__ import annotations
 
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name

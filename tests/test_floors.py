@@ -20,8 +20,12 @@ torch.set_num_threads(1)
 
 def _config(**simulate_overrides) -> dict:
     # bright, clumpy galaxies, so that the clumps matter against the noise
-    simulate = {"n_galaxies": 12, "chunk_size": 4, "catalog": {"mag_min": 20.0, "mag_max": 21.0},
-                "knots": {"max_fraction": 0.5}}
+    simulate = {
+        "n_galaxies": 12,
+        "chunk_size": 4,
+        "catalog": {"mag_min": 20.0, "mag_max": 21.0},
+        "knots": {"max_fraction": 0.5},
+    }
     overrides = {"simulate": merge(simulate, simulate_overrides)}
     return load_config(ROOT / "config/config.yaml", ROOT / "config/test.yaml", overrides=overrides)
 
@@ -33,9 +37,13 @@ def _fraction(config: dict) -> float:
 def _subset(gs: GalaxySet, keep: np.ndarray) -> GalaxySet:
     # a "test split": some galaxies of the file, in another order, as preprocess leaves them
     return GalaxySet(
-        images=gs.images[keep], psf=gs.psf, noise_sigma=gs.noise_sigma[keep],
-        catalog={k: np.asarray(v)[keep] for k, v in gs.catalog.items()}, attrs=gs.attrs,
-        truth=gs.truth[keep], noise_power=gs.noise_power,
+        images=gs.images[keep],
+        psf=gs.psf,
+        noise_sigma=gs.noise_sigma[keep],
+        catalog={k: np.asarray(v)[keep] for k, v in gs.catalog.items()},
+        attrs=gs.attrs,
+        truth=gs.truth[keep],
+        noise_power=gs.noise_power,
     )
 
 
@@ -76,8 +84,11 @@ def test_other_seed_is_refused_naming_the_file(simulated, tmp_path):
 def test_run_simulation_floors_writes_json(simulated, tmp_path):
     config, gs = simulated
     write_galaxies(tmp_path / "test.h5", gs)
-    rule_config = {"simulate": config["simulate"], "seed": config["seed"],
-                   "autoencoder": {"evaluate": {"footprint_fraction": _fraction(config)}}}
+    rule_config = {
+        "simulate": config["simulate"],
+        "seed": config["seed"],
+        "autoencoder": {"evaluate": {"footprint_fraction": _fraction(config)}},
+    }
     out = run_simulation_floors(test=tmp_path / "test.h5", floors=tmp_path / "floors.json", config=rule_config)
     assert json.loads((tmp_path / "floors.json").read_text()) == out
     assert out["footprint_fraction"] == 0.1

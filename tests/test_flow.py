@@ -32,8 +32,17 @@ from morphoflow.flow.train import run_train_flow
 
 torch.set_num_threads(1)
 
-TRAIN = dict(max_epochs=1, batch_size=64, lr=3e-3, weight_decay=0.0, warmup_steps=5, patience=5, checkpoint_every=1000,
-             device="cpu", bf16=False)
+TRAIN = dict(
+    max_epochs=1,
+    batch_size=64,
+    lr=3e-3,
+    weight_decay=0.0,
+    warmup_steps=5,
+    patience=5,
+    checkpoint_every=1000,
+    device="cpu",
+    bf16=False,
+)
 
 
 def flow_config(train: dict | None = None, **keys) -> dict:
@@ -55,10 +64,17 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_flow_learns_conditional_mean_and_spread(tmp_path):
     t, c = synthetic(3000, 0)
     vt, vc = synthetic(500, 1)
-    cfg = flow_config(dict(max_epochs=25, batch_size=128, lr=5e-3, warmup_steps=20),
-                      kind="nsf", transforms=2, hidden_features=[32, 32], bins=8, passes=2)
-    flow = train_conditional_flow(t, c, vt, vc, cfg, 0, tmp_path / "work", tmp_path / "history.csv",
-                                  context_columns=["a", "b"], progress=False)
+    cfg = flow_config(
+        dict(max_epochs=25, batch_size=128, lr=5e-3, warmup_steps=20),
+        kind="nsf",
+        transforms=2,
+        hidden_features=[32, 32],
+        bins=8,
+        passes=2,
+    )
+    flow = train_conditional_flow(
+        t, c, vt, vc, cfg, 0, tmp_path / "work", tmp_path / "history.csv", context_columns=["a", "b"], progress=False
+    )
     assert (tmp_path / "history.csv").exists()
 
     # At two test conditions, 2000 draws: mean and spread match the truth.
@@ -81,8 +97,9 @@ def test_every_kind_trains_and_samples(tmp_path, kind):
     cfg = flow_config(kind=kind, hidden_features=[16], transforms=2)
     if kind == "cnf":
         cfg = flow_config(kind=kind, hidden_features=[16], atol=1e-4, rtol=1e-3)
-    flow = train_conditional_flow(t, c, t[:32], c[:32], cfg, 0, tmp_path, None,
-                                  context_columns=["a", "b"], progress=False)
+    flow = train_conditional_flow(
+        t, c, t[:32], c[:32], cfg, 0, tmp_path, None, context_columns=["a", "b"], progress=False
+    )
     assert flow.kind == kind
     z = flow.sample(c[:5], seeds=range(5))
     assert z.shape == (5, 2) and np.isfinite(z).all()
@@ -91,8 +108,15 @@ def test_every_kind_trains_and_samples(tmp_path, kind):
 
 def test_sampling_is_seeded_per_item():
     torch.manual_seed(0)
-    flow = ConditionalFlow("nsf", 3, ["a"], dict(transforms=2, hidden_features=[8]),
-                           Standardizer([0.0] * 3, [1.0] * 3), Standardizer([0.0], [1.0]), {"a": (-1, 1)})
+    flow = ConditionalFlow(
+        "nsf",
+        3,
+        ["a"],
+        dict(transforms=2, hidden_features=[8]),
+        Standardizer([0.0] * 3, [1.0] * 3),
+        Standardizer([0.0], [1.0]),
+        {"a": (-1, 1)},
+    )
     ctx = np.linspace(-1, 1, 9, dtype=np.float32)[:, None]
     seeds = np.arange(100, 109)
     full = flow.sample(ctx, seeds)
@@ -111,9 +135,15 @@ def test_build_flow_rejects_bad_kind_and_hyper():
 
 
 def test_out_of_range_warn_and_error():
-    flow = ConditionalFlow("maf", 2, ["mag", "redshift"], dict(transforms=1, hidden_features=[8]),
-                           Standardizer([0.0] * 2, [1.0] * 2), Standardizer([22.0, 1.0], [1.0, 0.5]),
-                           {"mag": (20.0, 25.0), "redshift": (0.1, 2.0)})
+    flow = ConditionalFlow(
+        "maf",
+        2,
+        ["mag", "redshift"],
+        dict(transforms=1, hidden_features=[8]),
+        Standardizer([0.0] * 2, [1.0] * 2),
+        Standardizer([22.0, 1.0], [1.0, 0.5]),
+        {"mag": (20.0, 25.0), "redshift": (0.1, 2.0)},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ctx = flow.context_matrix({"mag": [21.0, 24.0], "redshift": 0.5 * np.ones(2)})
@@ -128,9 +158,15 @@ def test_out_of_range_warn_and_error():
 
 def test_save_load_roundtrip(tmp_path):
     torch.manual_seed(1)
-    flow = ConditionalFlow("nsf", 4, ["a", "b"], dict(transforms=2, hidden_features=[8], bins=4, passes=2),
-                           Standardizer([1.0] * 4, [2.0] * 4), Standardizer([0.0, 3.0], [1.0, 0.5]),
-                           {"a": (-1, 1), "b": (2, 4)})
+    flow = ConditionalFlow(
+        "nsf",
+        4,
+        ["a", "b"],
+        dict(transforms=2, hidden_features=[8], bins=4, passes=2),
+        Standardizer([1.0] * 4, [2.0] * 4),
+        Standardizer([0.0, 3.0], [1.0, 0.5]),
+        {"a": (-1, 1), "b": (2, 4)},
+    )
     save_flow(tmp_path / "flow.pt", flow, {"pixel_scale_arcsec": np.float64(0.03), "band": "F814W"})
     back = load_flow(tmp_path / "flow.pt")
     assert back.kind == "nsf" and back.context_columns == ["a", "b"] and back.context_range["b"] == (2.0, 4.0)
@@ -160,9 +196,15 @@ def test_rule_functions_on_latent_files(tmp_path):
         files[split] = tmp_path / f"{split}.h5"
         write_latents(files[split], t, {"id": np.arange(200) + 1000 * i, "mag": c[:, 0] + 22, "redshift": c[:, 1] + 1})
     cfg = flow_config(kind="nsf", context=["mag", "redshift"], transforms=2, hidden_features=[16], out_of_range="error")
-    run_train_flow(train=files["train"], val=files["val"], model=tmp_path / "model.pt",
-                   history=tmp_path / "history.csv", checkpoints=tmp_path / "ckpt", config={"flow": cfg, "seed": 0},
-                   progress=False)
+    run_train_flow(
+        train=files["train"],
+        val=files["val"],
+        model=tmp_path / "model.pt",
+        history=tmp_path / "history.csv",
+        checkpoints=tmp_path / "ckpt",
+        config={"flow": cfg, "seed": 0},
+        progress=False,
+    )
     flow = load_flow(tmp_path / "model.pt")
     assert flow.meta["out_of_range"] == "error" and flow.meta["band"] == "F814W"
     metrics = run_evaluate_flow(model=tmp_path / "model.pt", test=files["test"], metrics=tmp_path / "m.json")

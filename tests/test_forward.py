@@ -11,7 +11,9 @@ torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("size", [64, 63])
-@pytest.mark.parametrize("psf", [galsim.Gaussian(fwhm=0.25), galsim.Moffat(beta=3.0, fwhm=0.3)], ids=["gauss", "moffat"])
+@pytest.mark.parametrize(
+    "psf", [galsim.Gaussian(fwhm=0.25), galsim.Moffat(beta=3.0, fwhm=0.3)], ids=["gauss", "moffat"]
+)
 def test_fft_convolve_matches_galsim(size, psf):
     scale = 0.1
     gal = galsim.Gaussian(sigma=0.3, flux=100.0).shear(q=0.6, beta=0.4 * galsim.radians).shift(0.03, -0.05)

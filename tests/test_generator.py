@@ -27,29 +27,65 @@ PIXEL_SCALE = 0.1
 def make_model_dir(root: Path, latent_dim: int = 3, size: int = 32, out_of_range: str = "warn") -> Path:
     r"""A results folder with a real (untrained) autoencoder and a flow trained for 2 epochs on latents = f(conditions) + noise."""
 
-    config = load_config(overrides={
-        "autoencoder": {"model": "ae", "latent_dim": latent_dim, "widths": [8, 8], "blocks": 1, "patch": 1,
-                        "psf_aware": True},
-        "flow": {"kind": "nsf", "context": COLUMNS, "transforms": 2, "hidden_features": [16], "bins": 4, "passes": 2,
-                 "train": {"max_epochs": 2, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 2,
-                           "device": "cpu", "bf16": False}},
-    })
+    config = load_config(
+        overrides={
+            "autoencoder": {
+                "model": "ae",
+                "latent_dim": latent_dim,
+                "widths": [8, 8],
+                "blocks": 1,
+                "patch": 1,
+                "psf_aware": True,
+            },
+            "flow": {
+                "kind": "nsf",
+                "context": COLUMNS,
+                "transforms": 2,
+                "hidden_features": [16],
+                "bins": 4,
+                "passes": 2,
+                "train": {
+                    "max_epochs": 2,
+                    "batch_size": 64,
+                    "lr": 1e-3,
+                    "weight_decay": 0.0,
+                    "warmup_steps": 2,
+                    "device": "cpu",
+                    "bf16": False,
+                },
+            },
+        }
+    )
     torch.manual_seed(0)
     ae_cfg = config["autoencoder"]
     ae = build_autoencoder(ae_cfg, (1, size, size))
     save_autoencoder(
         root / "autoencoder" / "model.pt",
         ae,
-        {"config": ae_cfg, "image_shape": [1, size, size], "norm_scale": 2.0, "pixel_scale_arcsec": PIXEL_SCALE,
-         "band": "F814W", "zeropoint_ab": 25.94},
+        {
+            "config": ae_cfg,
+            "image_shape": [1, size, size],
+            "norm_scale": 2.0,
+            "pixel_scale_arcsec": PIXEL_SCALE,
+            "band": "F814W",
+            "zeropoint_ab": 25.94,
+        },
     )
     rng = np.random.default_rng(0)
     n = 256
     ctx = np.stack([rng.uniform(*RANGES[c], n) for c in COLUMNS], axis=-1).astype(np.float32)
     z = (ctx @ rng.normal(size=(3, latent_dim)) + 0.3 * rng.standard_normal((n, latent_dim))).astype(np.float32)
     flow = train_conditional_flow(
-        z, ctx, z[:64], ctx[:64], config["flow"], 0, root / "flow" / "checkpoints", None,
-        context_columns=COLUMNS, progress=False,
+        z,
+        ctx,
+        z[:64],
+        ctx[:64],
+        config["flow"],
+        0,
+        root / "flow" / "checkpoints",
+        None,
+        context_columns=COLUMNS,
+        progress=False,
     )
     save_flow(root / "flow" / "model.pt", flow, {"out_of_range": out_of_range})
     return root
@@ -130,11 +166,15 @@ def test_galsim_objects_convolve_like_the_pixels():
     # Real GalSim galaxies (they fade to ~0 at the stamp edge, as a trained decoder's do; the untrained
     # decoder above gives a flat pedestal that a Fourier draw cannot reproduce at a hard stamp edge).
     rng = np.random.default_rng(1)
-    images = np.stack([
-        galsim.Sersic(n=n, half_light_radius=hlr, flux=flux).shear(q=0.6, beta=0.3 * galsim.radians)
-        .drawImage(nx=48, ny=48, scale=PIXEL_SCALE, method="no_pixel").array[None]
-        for n, hlr, flux in zip([1.0, 1.5], [0.3, 0.5], rng.uniform(300, 1500, 2), strict=True)
-    ]).astype(np.float32)
+    images = np.stack(
+        [
+            galsim.Sersic(n=n, half_light_radius=hlr, flux=flux)
+            .shear(q=0.6, beta=0.3 * galsim.radians)
+            .drawImage(nx=48, ny=48, scale=PIXEL_SCALE, method="no_pixel")
+            .array[None]
+            for n, hlr, flux in zip([1.0, 1.5], [0.3, 0.5], rng.uniform(300, 1500, 2), strict=True)
+        ]
+    ).astype(np.float32)
     delta = galsim.Gaussian(sigma=1e-4)
     psf = galsim.Moffat(beta=3, fwhm=0.3)
     for obj, ref in zip(to_galsim(images, PIXEL_SCALE), images[:, 0], strict=True):

@@ -16,8 +16,16 @@ from morphoflow.contract import ContractError, read_galaxies
 
 torch.set_num_threads(1)
 
-TINY = {"model": "vae", "latent_dim": 8, "widths": [16, 32], "blocks": 1, "patch": 2, "psf_aware": True, "beta": 0.1,
-        "train": {"max_epochs": 3, "batch_size": 16, "device": "cpu"}}
+TINY = {
+    "model": "vae",
+    "latent_dim": 8,
+    "widths": [16, 32],
+    "blocks": 1,
+    "patch": 2,
+    "psf_aware": True,
+    "beta": 0.1,
+    "train": {"max_epochs": 3, "batch_size": 16, "device": "cpu"},
+}
 
 
 def config(**keys) -> dict:
@@ -28,14 +36,25 @@ def config(**keys) -> dict:
 
 def train(paths, folder, **keys) -> None:
     cfg = config(**keys)
-    run_train_autoencoder(train=paths["train"], val=paths["val"], model=folder / "model.pt",
-                          history=folder / "history.csv", checkpoints=folder / "ckpt",
-                          config={"autoencoder": cfg["autoencoder"], "seed": cfg["seed"]}, progress=False)
+    run_train_autoencoder(
+        train=paths["train"],
+        val=paths["val"],
+        model=folder / "model.pt",
+        history=folder / "history.csv",
+        checkpoints=folder / "ckpt",
+        config={"autoencoder": cfg["autoencoder"], "seed": cfg["seed"]},
+        progress=False,
+    )
 
 
 def extract(model, galaxies, latents, batch_size: int = 256) -> None:
-    run_extract_latents(model=model, galaxies=galaxies, latents=latents,
-                        config={"autoencoder": {"extract": {"batch_size": batch_size}}}, progress=False)
+    run_extract_latents(
+        model=model,
+        galaxies=galaxies,
+        latents=latents,
+        config={"autoencoder": {"extract": {"batch_size": batch_size}}},
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +111,15 @@ def test_extract_latents_refuses_other_stamp_size(tmp_path, trained):
 
 def test_evaluate_writes_metrics_and_plots(tmp_path, trained):
     tmp, paths = trained
-    m = run_evaluate_autoencoder(model=tmp / "model.pt", test=paths["test"], history=tmp / "history.csv",
-                                 metrics=tmp_path / "metrics.json", reconstructions=tmp_path / "rec.png",
-                                 loss=tmp_path / "loss.png",
-                                 config={"autoencoder": {"evaluate": config()["autoencoder"]["evaluate"]}})
+    m = run_evaluate_autoencoder(
+        model=tmp / "model.pt",
+        test=paths["test"],
+        history=tmp / "history.csv",
+        metrics=tmp_path / "metrics.json",
+        reconstructions=tmp_path / "rec.png",
+        loss=tmp_path / "loss.png",
+        config={"autoencoder": {"evaluate": config()["autoencoder"]["evaluate"]}},
+    )
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == m
     for key in ("test_chi2_per_pixel", "test_chi2_per_pixel_stamp", "test_mse", "test_ssim"):

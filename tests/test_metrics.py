@@ -121,13 +121,17 @@ def run_dir(tmp_path_factory):
         json.dumps({"test_chi2_per_pixel": 1.1, "test_chi2_per_pixel_stamp": 1.2, "test_mse": 0.1, "test_ssim": 0.8})
     )
     (d / "flow.json").write_text(json.dumps({"test_nll_per_dim": 1.3}))
-    (d / "hist.csv").write_text("epoch,step,lr,seconds,train_loss,val_loss\n0,10,0.001,1.0,2.0,2.1\n1,20,0.001,2.0,1.5,1.6\n")
+    (d / "hist.csv").write_text(
+        "epoch,step,lr,seconds,train_loss,val_loss\n0,10,0.001,1.0,2.0,2.1\n1,20,0.001,2.0,1.5,1.6\n"
+    )
     (d / "bench").mkdir()
     (d / "bench" / "train_flow.tsv").write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t100\n")
     (d / "bench" / "broken.tsv").write_text("nothing here\n")
     (d / "bench" / "metrics.tsv").write_text("s\n9.0\n")  # the rule's own benchmark: left out
-    plots = {k: d / "plots" / f"{k}.png" for k in
-             ("grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves")}
+    plots = {
+        k: d / "plots" / f"{k}.png"
+        for k in ("grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves")
+    }
     metrics = run_metrics(
         test=d / "test.h5",
         samples={"flow": d / "flow.h5", "gaussian": d / "gaussian.h5"},
@@ -170,7 +174,18 @@ def test_metrics_json_validates_and_is_finite(run_dir):
     assert on_disk["timing_s"] == {"train_flow": 12.5}
     for model in ("flow", "gaussian"):
         g = on_disk["generation"][model]
-        assert set(g["morphology"]) == {"flux", "r50", "sigma", "e1", "e2", "gini", "m20", "concentration", "asymmetry", "smoothness"}
+        assert set(g["morphology"]) == {
+            "flux",
+            "r50",
+            "sigma",
+            "e1",
+            "e2",
+            "gini",
+            "m20",
+            "concentration",
+            "asymmetry",
+            "smoothness",
+        }
         assert set(g["conditional"]) == {"mag", "hlr_arcsec"}
         assert "psf_free" in g
     # real galaxies measure their own conditions well
@@ -247,7 +262,9 @@ def test_write_metrics_rejects_bad_content(tmp_path):
     with pytest.raises(ValueError, match=r"data\.n_test"):
         write_metrics(tmp_path / "bad.json", {"format_version": 1, "data": {"n_test": "many"}})
     with pytest.raises(ValueError, match=r"generation\.flow\.c2st_auc"):
-        validate_metrics({"format_version": 1, "data": {"n_test": 3}, "generation": {"flow": {"c2st_auc": float("nan")}}})
+        validate_metrics(
+            {"format_version": 1, "data": {"n_test": 3}, "generation": {"flow": {"c2st_auc": float("nan")}}}
+        )
     assert not (tmp_path / "bad.json").exists()
     # a failed statistic is written as its failure counts, never as NaN
     from morphoflow.metrics.collect import _entry
@@ -261,12 +278,23 @@ def test_samples_with_other_ids_are_rejected(run_dir, tmp_path):
     other.catalog["id"] = other.catalog["id"] + 1000
     write_galaxies(tmp_path / "flow.h5", other)
     with pytest.raises(ContractError, match=r"flow\.h5.*catalog/id"):
-        run_metrics(test=d / "test.h5", samples={"flow": tmp_path / "flow.h5"}, metrics=tmp_path / "m.json",
-                    config=CONFIG, progress=False)
+        run_metrics(
+            test=d / "test.h5",
+            samples={"flow": tmp_path / "flow.h5"},
+            metrics=tmp_path / "m.json",
+            config=CONFIG,
+            progress=False,
+        )
     assert not (tmp_path / "m.json").exists()
     with pytest.raises(ValueError, match="unknown upstream inputs"):
-        run_metrics(test=d / "test.h5", samples={"flow": d / "flow.h5"}, metrics=tmp_path / "m.json",
-                    config=CONFIG, upstream={"latent": d / "latents.h5"}, progress=False)
+        run_metrics(
+            test=d / "test.h5",
+            samples={"flow": d / "flow.h5"},
+            metrics=tmp_path / "m.json",
+            config=CONFIG,
+            upstream={"latent": d / "latents.h5"},
+            progress=False,
+        )
 
 
 def test_read_benchmarks_skips_unreadable(tmp_path):

@@ -13,8 +13,15 @@ from morphoflow.training import TrainSettings, fit
 
 torch.set_num_threads(1)
 
-TINY_KEYS = {"model": "vae", "latent_dim": 8, "widths": [16, 32], "blocks": 1, "patch": 2, "psf_aware": True,
-             "beta": 0.1}
+TINY_KEYS = {
+    "model": "vae",
+    "latent_dim": 8,
+    "widths": [16, 32],
+    "blocks": 1,
+    "patch": 2,
+    "psf_aware": True,
+    "beta": 0.1,
+}
 
 
 def ae_config(**keys) -> dict:
@@ -74,8 +81,15 @@ def test_bad_shapes_and_kinds():
 def test_save_load_roundtrip_and_bad_files(tmp_path):
     torch.manual_seed(0)
     model = build_autoencoder(TINY, (1, 32, 32))
-    meta = {"config": TINY, "image_shape": [1, 32, 32], "norm_scale": 2.5, "pixel_scale_arcsec": 0.1,
-            "band": "F814W", "zeropoint_ab": 25.94, "likelihood": "pixel"}
+    meta = {
+        "config": TINY,
+        "image_shape": [1, 32, 32],
+        "norm_scale": 2.5,
+        "pixel_scale_arcsec": 0.1,
+        "band": "F814W",
+        "zeropoint_ab": 25.94,
+        "likelihood": "pixel",
+    }
     path = tmp_path / "model.pt"
     save_autoencoder(path, model, meta)
     loaded, meta2 = load_autoencoder(path)
@@ -103,13 +117,21 @@ def test_save_load_roundtrip_and_bad_files(tmp_path):
 
 def test_train_autoencoder_from_files(tmp_path):
     paths = write_split(tmp_path / "data", n=32, size=32, per_galaxy_psf=True)
-    config = {"autoencoder": ae_config(likelihood="auto", train={"max_epochs": 2, "batch_size": 16, "device": "cpu"}),
-              "seed": 5}
+    config = {
+        "autoencoder": ae_config(likelihood="auto", train={"max_epochs": 2, "batch_size": 16, "device": "cpu"}),
+        "seed": 5,
+    }
 
     def train(val, model, history, checkpoints):
-        return run_train_autoencoder(train=paths["train"], val=val, model=tmp_path / model,
-                                     history=tmp_path / history, checkpoints=tmp_path / checkpoints,
-                                     config=config, progress=False)
+        return run_train_autoencoder(
+            train=paths["train"],
+            val=val,
+            model=tmp_path / model,
+            history=tmp_path / history,
+            checkpoints=tmp_path / checkpoints,
+            config=config,
+            progress=False,
+        )
 
     res = train(paths["val"], "model.pt", "history.csv", "ckpt")
     assert res.steps == 4 and (tmp_path / "history.csv").exists()

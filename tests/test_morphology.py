@@ -138,7 +138,9 @@ def test_autocorrelation_window_matches_full_fft():
     yc, xc = rng.uniform(18, 30, n), rng.uniform(18, 30, n)
     support = rng.uniform(3, 20, n)
     yy, xx = np.mgrid[:h, :h]
-    lim = rng.normal(size=(n, h, h)) * (np.hypot(yy - yc[:, None, None], xx - xc[:, None, None]) < support[:, None, None])
+    lim = rng.normal(size=(n, h, h)) * (
+        np.hypot(yy - yc[:, None, None], xx - xc[:, None, None]) < support[:, None, None]
+    )
     lim = lim.astype(np.float32)
     full = np.fft.irfft2(np.fft.rfft2(lim, s=(2 * h, 2 * h)) ** 2, s=(2 * h, 2 * h))
     reach = np.full(n, 5.0)

@@ -104,7 +104,9 @@ def test_cleaning_cuts_satellite_and_aligns_disk():
     assert r_before.max() > 27.7  # the satellite lies beyond the cap
     out, counts = clean_galaxy(stars, cols, section("clean", percentile=99.5))
     assert counts["radius_capped"] == 1 and counts["removed_radius"] >= 0.02 * len(stars)
-    assert counts["stars_in"] - counts["removed_radius"] - counts["removed_top_z"] - counts["removed_feh"] - counts["removed_ofe"] == len(out)
+    assert counts["stars_in"] - counts["removed_radius"] - counts["removed_top_z"] - counts["removed_feh"] - counts[
+        "removed_ofe"
+    ] == len(out)
     assert np.linalg.norm(out[:, :3], axis=1).max() <= 27.7
     assert (out[:, cols.index("feh")] >= -8).all()  # the -9 dex outliers are gone
     m = out[:, cols.index("mass")]
@@ -121,8 +123,12 @@ def test_cleaning_cuts_satellite_and_aligns_disk():
 
 def test_clean_and_render_rules_write_contract_files(tmp_path):
     run_particles_simulate(raw_stars=tmp_path / "raw_stars.h5", config={"particles": {"simulate": SMALL}, "seed": 5})
-    report = run_particles_clean(raw_stars=tmp_path / "raw_stars.h5", stars=tmp_path / "stars.h5",
-                                 cleaning=tmp_path / "cleaning.json", config={"particles": {"clean": section("clean")}})
+    report = run_particles_clean(
+        raw_stars=tmp_path / "raw_stars.h5",
+        stars=tmp_path / "stars.h5",
+        cleaning=tmp_path / "cleaning.json",
+        config={"particles": {"clean": section("clean")}},
+    )
     assert json.loads((tmp_path / "cleaning.json").read_text())["stars_out"] == report["stars_out"]
     ss = read_stars(tmp_path / "stars.h5")
     assert report["stars_out"] == len(ss.stars) and report["galaxies_out"] == len(ss)

@@ -70,8 +70,9 @@ def run(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("particles")
     run_particles_simulate(raw_stars=d / "raw_stars.h5", config=pick("simulate", "seed"))
-    run_particles_clean(raw_stars=d / "raw_stars.h5", stars=d / "stars.h5", cleaning=d / "cleaning.json",
-                        config=pick("clean"))
+    run_particles_clean(
+        raw_stars=d / "raw_stars.h5", stars=d / "stars.h5", cleaning=d / "cleaning.json", config=pick("clean")
+    )
     ss = read_stars(d / "stars.h5")
     order = np.argsort(ss.catalog["log_mstar"])
     # Held out: the 2nd lightest and 2nd heaviest galaxy (very different contexts, inside the training range).
@@ -88,11 +89,24 @@ def run(tmp_path_factory):
             f["z_mean"] = rng.normal(size=(len(ids), 3)).astype(np.float32)
             write_catalog(f.create_group("catalog"), {"id": ids})
     for v in ("latent", "global"):
-        run_particles_train(stars=d / "stars.h5", train=d / "train.h5", val=d / "val.h5", model=d / f"flow_{v}.pt",
-                            history=d / f"history_{v}.csv", variant=v, checkpoints=d / f"work_{v}",
-                            config=pick("context", "max_stars_per_galaxy", "flow", "seed"), progress=False)
-        run_particles_sample(model=d / f"flow_{v}.pt", stars=d / "stars.h5", test=d / "test.h5",
-                             samples=d / f"samples_{v}.h5", config=pick("sample", "seed"))
+        run_particles_train(
+            stars=d / "stars.h5",
+            train=d / "train.h5",
+            val=d / "val.h5",
+            model=d / f"flow_{v}.pt",
+            history=d / f"history_{v}.csv",
+            variant=v,
+            checkpoints=d / f"work_{v}",
+            config=pick("context", "max_stars_per_galaxy", "flow", "seed"),
+            progress=False,
+        )
+        run_particles_sample(
+            model=d / f"flow_{v}.pt",
+            stars=d / "stars.h5",
+            test=d / "test.h5",
+            samples=d / f"samples_{v}.h5",
+            config=pick("sample", "seed"),
+        )
     return d, ss, split_ids
 
 
@@ -112,8 +126,13 @@ def test_held_out_galaxies_never_reach_training(run):
     assert cols[-3:] == ["z0", "z1", "z2"]
     # Sampling a "held-out" file that contains training galaxies is refused.
     with pytest.raises(ValueError, match="seen in flow training"):
-        run_particles_sample(model=d / "flow_global.pt", stars=d / "stars.h5", test=d / "train.h5",
-                             samples=d / "leak.h5", config=pick("sample", "seed"))
+        run_particles_sample(
+            model=d / "flow_global.pt",
+            stars=d / "stars.h5",
+            test=d / "train.h5",
+            samples=d / "leak.h5",
+            config=pick("sample", "seed"),
+        )
 
 
 def test_each_held_out_galaxy_is_sampled_with_its_own_context(run):
@@ -184,7 +203,11 @@ def test_metrics_and_plots_files(run, tmp_path):
     assert on_disk["timing_s"] == {"particles_train_latent": 3.5}
     p = on_disk["particles"]
     assert p["plots"] == [str(f) for f in plots.values()]
-    assert on_disk["format_version"] == 1 and on_disk["data"]["n_test"] == 2 and on_disk["data"]["n_train"] == len(split["train"])
+    assert (
+        on_disk["format_version"] == 1
+        and on_disk["data"]["n_test"] == 2
+        and on_disk["data"]["n_train"] == len(split["train"])
+    )
     assert on_disk["data"]["n_galaxies"] == len(ss) and on_disk["data"]["cleaning"]["galaxies_out"] == len(ss)
     assert set(p["latent_vs_global"]) == {"w1_mean", "swd", "mmd", "c2st_auc"}
     for v in ("latent", "global"):

@@ -157,9 +157,11 @@ def test_target_psf_becomes_the_stored_psf_and_broadens_images(galaxies):
     target = load_config(overrides={"preprocess": {"target_psf": {"fwhm_arcsec": 0.25}}})["preprocess"]["target_psf"]
     out = convolve_to_target(gs, target)
     h = gs.images.shape[-1]
-    expected = galsim.Moffat(beta=3.5, fwhm=0.25).drawImage(
-        nx=h, ny=h, scale=gs.pixel_scale, method="no_pixel", use_true_center=False
-    ).array
+    expected = (
+        galsim.Moffat(beta=3.5, fwhm=0.25)
+        .drawImage(nx=h, ny=h, scale=gs.pixel_scale, method="no_pixel", use_true_center=False)
+        .array
+    )
     np.testing.assert_allclose(out.psf[0, 0], expected / expected.sum(), atol=1e-6)
     assert np.isclose(out.psf.sum(), 1.0, atol=1e-5)
     assert second_moment(out.images) > second_moment(gs.images) + 10.0  # pixels²

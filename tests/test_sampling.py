@@ -40,8 +40,15 @@ def rule_config(seed: int = 3, batch_size: int | None = None, out_of_range: str 
 
 
 def sample(test, root, out, method="flow", **config):
-    return run_sample(test=test, autoencoder=root / "autoencoder" / "model.pt", samples=out, method=method,
-                      config=rule_config(**config), flow=root / "flow" / "model.pt", progress=False)
+    return run_sample(
+        test=test,
+        autoencoder=root / "autoencoder" / "model.pt",
+        samples=out,
+        method=method,
+        config=rule_config(**config),
+        flow=root / "flow" / "model.pt",
+        progress=False,
+    )
 
 
 def run(root, out, method="flow", **config):

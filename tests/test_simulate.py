@@ -20,7 +20,8 @@ torch.set_num_threads(1)
 
 def small_config(n: int = 16, **simulate) -> dict:
     return load_config(
-        ROOT / "config/config.yaml", ROOT / "config/test.yaml",
+        ROOT / "config/config.yaml",
+        ROOT / "config/test.yaml",
         overrides={"simulate": {"n_galaxies": n, "chunk_size": 4, **simulate}},
     )
 

@@ -96,7 +96,9 @@ def edited_production_profile(dest: Path, partition: str) -> Path:
     text = (ROOT / "profiles/slurm/config.yaml").read_text()
     for name in ("CHANGE_ME_cpu_partition", "CHANGE_ME_gpu_partition", "CHANGE_ME_account"):
         assert text.count(name) == 1, f"profiles/slurm/config.yaml: {name} must be written exactly once"
-    profile = yaml.safe_load(text.replace("CHANGE_ME_cpu_partition", partition).replace("CHANGE_ME_gpu_partition", partition))
+    profile = yaml.safe_load(
+        text.replace("CHANGE_ME_cpu_partition", partition).replace("CHANGE_ME_gpu_partition", partition)
+    )
     del profile["default-resources"]["slurm_account"]
     profile["slurm-status-command"] = "squeue"
     profile["slurm-init-seconds-before-status-checks"] = 1
@@ -188,7 +190,9 @@ def test_slurm_profile_dry_run_requests_gpus_for_training(tmp_path):
 
     # cluster.gpu_training: false -> the training rules ask for no GPU.
     (wd / "cpu.yaml").write_text(yaml.safe_dump({"cluster": {"gpu_training": False}}))
-    res = run_snakemake(["--profile", "profiles/slurm", "--configfile", "cpu.yaml", "-n", "results/metrics.json"], wd, 120)
+    res = run_snakemake(
+        ["--profile", "profiles/slurm", "--configfile", "cpu.yaml", "-n", "results/metrics.json"], wd, 120
+    )
     assert res.returncode == 0, res.stdout[-4000:]
     jobs = job_resources(res.stdout)
     for rule in TRAINING_RULES:
@@ -206,10 +210,13 @@ def test_tiny_dag_runs_on_slurm(cluster, tmp_path):
     t0 = time.monotonic()
     res = run_snakemake(
         [
-            "--profile", "profiles/slurm-test",
-            "--configfile", "config/test.yaml",
+            "--profile",
+            "profiles/slurm-test",
+            "--configfile",
+            "config/test.yaml",
             # Rules may ask for more threads than the test node has CPUs.
-            "--max-threads", str(cluster.cpus),
+            "--max-threads",
+            str(cluster.cpus),
             "results/metrics.json",
         ],
         wd,
@@ -235,7 +242,9 @@ def test_tiny_dag_runs_on_slurm(cluster, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_stage_rules("data", "autoencoder"), reason="rules/data.smk or rules/autoencoder.smk missing")
+@pytest.mark.skipif(
+    not _has_stage_rules("data", "autoencoder"), reason="rules/data.smk or rules/autoencoder.smk missing"
+)
 def test_training_killed_by_sigterm_resumes_from_checkpoint(tmp_path):
     r"""SLURM pre-emption, as SLURM does it: SIGTERM to every process of the job mid-training.
 
@@ -246,14 +255,24 @@ def test_training_killed_by_sigterm_resumes_from_checkpoint(tmp_path):
     # Long enough to be caught mid-training (the test stops it), checkpoints every 2 steps.
     long = {"autoencoder": {"train": {"max_epochs": 500, "patience": 500, "checkpoint_every": 2}}}
     (wd / "long.yaml").write_text(yaml.safe_dump(long))
-    cmd = [str(BIN / "snakemake"), "--cores", "2", "--until", "train_autoencoder",
-           "--configfile", "config/test.yaml", "long.yaml"]
+    cmd = [
+        str(BIN / "snakemake"),
+        "--cores",
+        "2",
+        "--until",
+        "train_autoencoder",
+        "--configfile",
+        "config/test.yaml",
+        "long.yaml",
+    ]
     ckpt = wd / "results/autoencoder/checkpoints/checkpoint.pt"
     log = wd / "logs/train_autoencoder.log"
 
     def run_until(ready, timeout_s: float) -> tuple[int, str]:
         with open(wd / "snakemake.out", "w") as out:
-            proc = subprocess.Popen(cmd, cwd=wd, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, cwd=wd, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
             deadline = time.monotonic() + timeout_s
             try:
                 while not ready():

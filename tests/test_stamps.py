@@ -49,7 +49,7 @@ def test_hdf_stamps(hdf):
     # Magnitudes are monotone in the measured flux, and follow the light inside the stamp.
     order = np.argsort(gs.catalog["flux"])
     assert np.all(np.diff(gs.catalog["mag"][order]) < 0)
-    central = gs.images[:, 0, STAMP // 2 - 4: STAMP // 2 + 5, STAMP // 2 - 4: STAMP // 2 + 5].sum(axis=(1, 2))
+    central = gs.images[:, 0, STAMP // 2 - 4 : STAMP // 2 + 5, STAMP // 2 - 4 : STAMP // 2 + 5].sum(axis=(1, 2))
     assert spearmanr(central, -gs.catalog["mag"]).statistic > 0.8
     np.testing.assert_array_equal(gs.catalog["hlr_arcsec"], gs.catalog["flux_radius_arcsec"])
     assert np.all(gs.catalog["hlr_arcsec"] >= 1.5 * 0.138)  # the star / artefact size cut
@@ -91,9 +91,16 @@ def synthetic_field(seed=5):
 
 
 def test_synthetic_field_galaxies_found_star_rejected():
-    image, galaxies, psf = synthetic_field()
-    stamps = section(pixel_scale_arcsec=0.2, zeropoint_ab=30.0, stamp_size=24, min_flux_radius_pixel=2.0,
-                     max_peak_fraction=0.2, psf_fwhm_arcsec=0.6, background_box_pixel=50)
+    image, galaxies, _psf = synthetic_field()
+    stamps = section(
+        pixel_scale_arcsec=0.2,
+        zeropoint_ab=30.0,
+        stamp_size=24,
+        min_flux_radius_pixel=2.0,
+        max_peak_fraction=0.2,
+        psf_fwhm_arcsec=0.6,
+        background_box_pixel=50,
+    )
     gs = cut_stamps(image, stamps, seed=42)
     found = np.stack([gs.catalog["x_pixel"], gs.catalog["y_pixel"]], axis=1)
     for x, y, _ in galaxies:
@@ -112,15 +119,16 @@ def test_synthetic_field_galaxies_found_star_rejected():
 
 
 def test_neighbours_replaced_by_noise_and_weight_map():
-    image, galaxies, _ = synthetic_field()
+    image, _galaxies, _ = synthetic_field()
     # A bright neighbour 14 pixels from the first galaxy, inside its 32-pixel stamp.
     neighbour = galsim.Convolve(galsim.Exponential(half_light_radius=0.4, flux=3e4), galsim.Gaussian(fwhm=0.6))
     extra = galsim.ImageF(200, 200, scale=0.2)
     neighbour.drawImage(extra, center=galsim.PositionD(64 + 1, 50 + 1))
     extra = extra.array
     weight = np.full(image.shape, 1 / 25.0)
-    common = dict(pixel_scale_arcsec=0.2, zeropoint_ab=30.0, stamp_size=32, min_flux_radius_pixel=2.0,
-                  psf_fwhm_arcsec=0.6)
+    common = dict(
+        pixel_scale_arcsec=0.2, zeropoint_ab=30.0, stamp_size=32, min_flux_radius_pixel=2.0, psf_fwhm_arcsec=0.6
+    )
     gs = cut_stamps(image + extra, section(**common, max_neighbour_fraction=0.3), seed=42, weight=weight)
     np.testing.assert_allclose(gs.noise_sigma, 5.0)  # from the weight map
     found = np.stack([gs.catalog["x_pixel"], gs.catalog["y_pixel"]], axis=1)
@@ -140,8 +148,9 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="flat.fits: no 2-D image"):
         read_fits_image(tmp_path / "flat.fits")
     # a section that bypassed the schema (which allows moffat and gaussian only)
-    stamps = dict(section(pixel_scale_arcsec=0.2, zeropoint_ab=30.0, stamp_size=24, psf_fwhm_arcsec=0.6),
-                  psf_model="airy")
+    stamps = dict(
+        section(pixel_scale_arcsec=0.2, zeropoint_ab=30.0, stamp_size=24, psf_fwhm_arcsec=0.6), psf_model="airy"
+    )
     with pytest.raises(ValueError, match="stamps.psf_model"):
         cut_stamps(synthetic_field()[0], stamps, seed=42)
 
@@ -154,9 +163,21 @@ def test_rules_write_raw_from_hdf(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(repo / "Snakefile"), "-d", str(tmp_path),
-           "--configfile", str(repo / "config/config.yaml"), str(repo / "config/hdf.yaml"),
-           "--cores", "1", "--quiet", "--", "results/data/raw.h5"]
+    cmd = [
+        str(Path(sys.executable).with_name("snakemake")),
+        "-s",
+        str(repo / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(repo / "config/config.yaml"),
+        str(repo / "config/hdf.yaml"),
+        "--cores",
+        "1",
+        "--quiet",
+        "--",
+        "results/data/raw.h5",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     gs = read_galaxies(tmp_path / "results/data/raw.h5")

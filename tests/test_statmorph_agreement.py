@@ -17,9 +17,7 @@ from morphoflow.metrics.testdata import render_galaxies
 
 def agreement(n: int, seed: int) -> dict[str, tuple[float, float, int]]:
     # regular galaxies (clumps up to 30 % of the disk light), S/N ~ 100-500, r50 ~ 3-10 px
-    gs = render_galaxies(
-        n, size=64, pixel_scale=0.05, seed=seed, knot_fraction=(0.0, 0.3), log10_flux=(4.3, 5.0)
-    )
+    gs = render_galaxies(n, size=64, pixel_scale=0.05, seed=seed, knot_fraction=(0.0, 0.3), log10_flux=(4.3, 5.0))
     images, sigma = gs.images[:, 0], gs.noise_sigma
     seg = segment(images, sigma)
     ours = morphology_batched(images, sigma, seg)
@@ -27,7 +25,11 @@ def agreement(n: int, seed: int) -> dict[str, tuple[float, float, int]]:
     out = {}
     for k in MORPHOLOGY_PROPERTIES:
         ok = np.isfinite(ours[k]) & np.isfinite(ref[k])
-        out[k] = (float(spearmanr(ours[k][ok], ref[k][ok])[0]), float(np.median(ours[k][ok] - ref[k][ok])), int(ok.sum()))
+        out[k] = (
+            float(spearmanr(ours[k][ok], ref[k][ok])[0]),
+            float(np.median(ours[k][ok] - ref[k][ok])),
+            int(ok.sum()),
+        )
     return out
 
 

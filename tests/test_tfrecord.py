@@ -26,8 +26,13 @@ def test_tfrecord_round_trip_matches_hdf5(tmp_path):
     run_simulate(raw=raw, config={"simulate": config["simulate"], "seed": config["seed"]}, threads=1)
     h5 = {s: tmp_path / f"{s}.h5" for s in SPLITS}
     tf = {s: tmp_path / f"{s}.tfrecord" for s in SPLITS}
-    run_preprocess(raw=raw, **h5, cleaning=tmp_path / "cleaning.json", tfrecords=[tf[s] for s in SPLITS],
-                   config={"preprocess": config["preprocess"], "seed": 0})
+    run_preprocess(
+        raw=raw,
+        **h5,
+        cleaning=tmp_path / "cleaning.json",
+        tfrecords=[tf[s] for s in SPLITS],
+        config={"preprocess": config["preprocess"], "seed": 0},
+    )
 
     for s in SPLITS:
         gs = read_galaxies(h5[s])

@@ -45,7 +45,9 @@ def _loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, 
 
 
 def _settings(**kw) -> TrainSettings:
-    base = dict(max_epochs=6, batch_size=16, lr=1e-2, warmup_steps=4, checkpoint_every=5, patience=100, device="cpu", seed=3)
+    base = dict(
+        max_epochs=6, batch_size=16, lr=1e-2, warmup_steps=4, checkpoint_every=5, patience=100, device="cpu", seed=3
+    )
     base.update(kw)
     return TrainSettings(**base)
 
@@ -53,8 +55,17 @@ def _settings(**kw) -> TrainSettings:
 def test_fit_learns_and_logs_history(tmp_path):
     train, val = _data()
     model = _model()
-    res = fit(model, _loss, train, val, _settings(max_epochs=15), tmp_path / "w", run_key={"a": 1},
-              history_path=tmp_path / "history.csv", progress=False)
+    res = fit(
+        model,
+        _loss,
+        train,
+        val,
+        _settings(max_epochs=15),
+        tmp_path / "w",
+        run_key={"a": 1},
+        history_path=tmp_path / "history.csv",
+        progress=False,
+    )
     h = res.history
     assert list(h.columns[:4]) == ["epoch", "step", "lr", "seconds"]
     assert {"train_loss", "train_abs", "val_loss", "val_abs"} <= set(h.columns)
@@ -77,7 +88,7 @@ def test_lr_schedule_is_sane(tmp_path):
     f = np.array([lr_factor(s, total, warm, 0.01) for s in range(total)])
     assert f[0] == pytest.approx(0.01)
     assert f.max() == pytest.approx(1.0)
-    assert np.all(np.diff(f[:warm + 1]) > 0)  # warm-up rises
+    assert np.all(np.diff(f[: warm + 1]) > 0)  # warm-up rises
     assert np.all(np.diff(f[warm:]) <= 1e-12)  # monotone decay afterwards
     assert np.all(f[:-1] > 0.01 - 1e-12) and f[-1] == pytest.approx(0.01)  # never below the floor, floor at the end
     assert np.all(f[warm : total // 2] > 0.5)  # no premature collapse (ExponentialLR gamma=0.1 killed it in 60 steps)
@@ -201,5 +212,7 @@ def test_early_stopping(tmp_path):
             out["loss"] = torch.tensor(1.0)
         return out
 
-    res = fit(_model(), flat_val, train, val, _settings(max_epochs=20, patience=2), tmp_path, run_key={}, progress=False)
+    res = fit(
+        _model(), flat_val, train, val, _settings(max_epochs=20, patience=2), tmp_path, run_key={}, progress=False
+    )
     assert res.stopped_early and len(res.history) == 3

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from _workflow import copy_workflow
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -20,7 +21,11 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600)
     proc = subprocess.run(
         # Targets come first: --configfile and --forcerun take several values and would swallow them.
         [SNAKEMAKE, *args, "--configfile", "config/test.yaml"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")

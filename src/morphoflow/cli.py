@@ -32,9 +32,13 @@ if TYPE_CHECKING:
 def _base_parser(add_help: bool) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     r"""The top-level parser and its ``sample`` sub-parser (condition flags are added once the model is known)."""
 
-    parser = argparse.ArgumentParser(prog="morphoflow", description="morphoflow: galaxy images on demand.", add_help=add_help, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="morphoflow", description="morphoflow: galaxy images on demand.", add_help=add_help, allow_abbrev=False
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("sample", help="draw galaxies for given conditions into a FITS file", add_help=add_help, allow_abbrev=False)
+    p = sub.add_parser(
+        "sample", help="draw galaxies for given conditions into a FITS file", add_help=add_help, allow_abbrev=False
+    )
     p.add_argument("--model", default=None, help="results directory holding autoencoder/model.pt and flow/model.pt")
     p.add_argument("--autoencoder", default=None, help="autoencoder model file (overrides --model)")
     p.add_argument("--flow", default=None, help="flow model file (overrides --model)")
@@ -42,8 +46,12 @@ def _base_parser(add_help: bool) -> tuple[argparse.ArgumentParser, argparse.Argu
     p.add_argument("-n", type=int, default=1, help="draws per condition row (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--output", default=None, help="output FITS file")
-    p.add_argument("--out-of-range", choices=["warn", "error"], default=None,
-                   help="conditions outside the training range: warn or error (default: the model's setting)")
+    p.add_argument(
+        "--out-of-range",
+        choices=["warn", "error"],
+        default=None,
+        help="conditions outside the training range: warn or error (default: the model's setting)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser, p
@@ -101,8 +109,15 @@ def _sample(argv: Sequence[str]) -> int:
     parser, sample_parser = _base_parser(add_help=True)
     group = sample_parser.add_argument_group("conditions (from the model's context columns)")
     for col in columns:
-        group.add_argument(f"--{col.replace('_', '-')}", dest=f"cond_{col}", type=float, nargs="+", default=None,
-                           metavar="VALUE", help=f"condition '{col}' (one or more values)")
+        group.add_argument(
+            f"--{col.replace('_', '-')}",
+            dest=f"cond_{col}",
+            type=float,
+            nargs="+",
+            default=None,
+            metavar="VALUE",
+            help=f"condition '{col}' (one or more values)",
+        )
     args = parser.parse_args(argv)
 
     if flow_path is None or (args.autoencoder is None and args.model is None):
@@ -129,8 +144,9 @@ def _sample(argv: Sequence[str]) -> int:
 
     from .generator import Generator
 
-    gen = Generator.load(args.model, autoencoder=args.autoencoder, flow=args.flow, device=args.device,
-                         on_out_of_range=args.out_of_range)
+    gen = Generator.load(
+        args.model, autoencoder=args.autoencoder, flow=args.flow, device=args.device, on_out_of_range=args.out_of_range
+    )
     out = gen.sample(conditions, n=args.n, seed=args.seed)
     write_fits(args.output, out, overwrite=args.overwrite, model=str(args.model or args.flow))
     print(f"wrote {len(out)} galaxies {out.images.shape[1:]} to {args.output}", file=sys.stderr)

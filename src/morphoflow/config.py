@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_DIR", "DEFAULT_SCHEMA", "load_schema", "fill_defaults", "load_config", "merge", "ConfigError"]
+__all__ = ["DEFAULT_SCHEMA", "SCHEMA_DIR", "ConfigError", "fill_defaults", "load_config", "load_schema", "merge"]
 
 import copy
 import os
@@ -61,7 +61,7 @@ def _default_setting_validator() -> type:
     base = jsonschema.Draft202012Validator
     validate_properties = base.VALIDATORS["properties"]
 
-    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001
+    def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for key, sub in properties.items():
                 if isinstance(sub, dict) and "default" in sub and key not in instance:
@@ -71,7 +71,9 @@ def _default_setting_validator() -> type:
     return jsonschema.validators.extend(base, {"properties": set_defaults})
 
 
-def fill_defaults(config: dict[str, Any], schema: dict[str, Any] | str | os.PathLike = DEFAULT_SCHEMA) -> dict[str, Any]:
+def fill_defaults(
+    config: dict[str, Any], schema: dict[str, Any] | str | os.PathLike = DEFAULT_SCHEMA
+) -> dict[str, Any]:
     r"""Fill missing keys of ``config`` in place from the schema's defaults and validate it.
 
     Raises:

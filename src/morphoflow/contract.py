@@ -17,16 +17,16 @@ Magnitudes follow ``mag = zeropoint_ab - 2.5 log10(sum of counts)``.
 from __future__ import annotations
 
 __all__ = [
-    "FORMAT_VERSION",
     "CATALOG_UNITS",
+    "FORMAT_VERSION",
     "ContractError",
     "GalaxySet",
-    "read_galaxies",
-    "write_galaxies",
-    "read_catalog",
-    "write_catalog",
     "check_file",
     "open_h5",
+    "read_catalog",
+    "read_galaxies",
+    "write_catalog",
+    "write_galaxies",
 ]
 
 import dataclasses
@@ -111,10 +111,10 @@ class GalaxySet:
         r"""PSFs of the selected galaxies, broadcasting a shared PSF."""
         if len(self.psf) == 1:
             n = len(np.arange(len(self))[index])
-            return np.broadcast_to(self.psf, (n,) + self.psf.shape[1:])
+            return np.broadcast_to(self.psf, (n, *self.psf.shape[1:]))
         return self.psf[index]
 
-    def subset(self, index: np.ndarray | slice) -> "GalaxySet":
+    def subset(self, index: np.ndarray | slice) -> GalaxySet:
         r"""Return the galaxies selected by ``index`` (a shared PSF or noise spectrum stays shared)."""
 
         def per(a: np.ndarray | None) -> np.ndarray | None:
@@ -169,21 +169,16 @@ def _check_arrays(
     if n == 0:
         raise ContractError(f"{name}: dataset 'images' holds no galaxy")
     if psf.ndim != 4 or psf.shape[0] not in (1, n) or psf.shape[1:] != (c, h, w):
-        raise ContractError(
-            f"{name}: dataset 'psf' must be (1 or {n}, {c}, {h}, {w}), got shape {psf.shape}"
-        )
+        raise ContractError(f"{name}: dataset 'psf' must be (1 or {n}, {c}, {h}, {w}), got shape {psf.shape}")
     if noise_sigma.shape != (n,):
         raise ContractError(f"{name}: dataset 'noise_sigma' must be ({n},), got shape {noise_sigma.shape}")
     if truth is not None and truth.shape != images.shape:
         raise ContractError(f"{name}: dataset 'truth' must be {images.shape}, got shape {truth.shape}")
     if noise_power is not None and (
-        noise_power.ndim != 4
-        or noise_power.shape[0] not in (1, n)
-        or noise_power.shape[1:] != (c, h, w // 2 + 1)
+        noise_power.ndim != 4 or noise_power.shape[0] not in (1, n) or noise_power.shape[1:] != (c, h, w // 2 + 1)
     ):
         raise ContractError(
-            f"{name}: dataset 'noise_power' must be (1 or {n}, {c}, {h}, {w // 2 + 1}), "
-            f"got shape {noise_power.shape}"
+            f"{name}: dataset 'noise_power' must be (1 or {n}, {c}, {h}, {w // 2 + 1}), got shape {noise_power.shape}"
         )
     if "id" not in catalog:
         raise ContractError(f"{name}: dataset 'catalog/id' is missing")
@@ -237,7 +232,7 @@ def write_galaxies(path: str | os.PathLike, gs: GalaxySet, *, compression: int =
     """
 
     gs.validate(str(path))
-    n, c, h, w = gs.images.shape
+    _n, c, h, w = gs.images.shape
     opts = dict(compression="gzip", compression_opts=compression, shuffle=True)
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -292,7 +287,7 @@ def read_galaxies(path: str | os.PathLike, *, load_pixels: bool = True) -> Galax
         for key in ("images", "psf", "noise_sigma", "catalog"):
             if key not in f:
                 raise ContractError(f"{name}: dataset '{key}' is missing")
-        for key, kind in REQUIRED_ATTRS.items():
+        for key, _kind in REQUIRED_ATTRS.items():
             if key not in f.attrs:
                 raise ContractError(f"{name}: attribute '{key}' is missing")
         version = int(f.attrs["format_version"])
@@ -316,7 +311,7 @@ def read_galaxies(path: str | os.PathLike, *, load_pixels: bool = True) -> Galax
                 return None
             if load_pixels:
                 return ds[()].astype(np.float32)
-            return np.empty((0,) + ds.shape[1:], np.float32)
+            return np.empty((0, *ds.shape[1:]), np.float32)
 
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         gs = GalaxySet(

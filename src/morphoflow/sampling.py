@@ -213,8 +213,16 @@ def run_sample(
     images = observe(truth, gs.psf, gs.noise_sigma, gs.noise_power, noise_seeds, batch_size=batch_size)
 
     attrs = dict(gs.attrs, source=method, latent_dim=latent_dim, model=str(meta.get("model", "")))
-    out = GalaxySet(images=images, psf=gs.psf, noise_sigma=gs.noise_sigma, catalog=dict(gs.catalog), attrs=attrs,
-                    units=dict(gs.units), truth=truth, noise_power=gs.noise_power)
+    out = GalaxySet(
+        images=images,
+        psf=gs.psf,
+        noise_sigma=gs.noise_sigma,
+        catalog=dict(gs.catalog),
+        attrs=attrs,
+        units=dict(gs.units),
+        truth=truth,
+        noise_power=gs.noise_power,
+    )
     _write_samples(samples, out, z, method)
     log.info("wrote %s (%d galaxies)", samples, len(out))
     return out

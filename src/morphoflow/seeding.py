@@ -8,7 +8,7 @@ thread or on many.
 
 from __future__ import annotations
 
-__all__ = ["item_seed", "item_rng", "hash_unit"]
+__all__ = ["hash_unit", "item_rng", "item_seed"]
 
 import hashlib
 

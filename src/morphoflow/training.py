@@ -441,8 +441,22 @@ def _prepare(
         optimizer,
         lambda s: lr_factor(s, total_steps, settings.warmup_steps, settings.min_lr_ratio),
     )
-    return _Run(model, train_model, loss_fn, train, val, settings, device, optimizer, scheduler,
-                workdir / CHECKPOINT_NAME, run_key_hash(run_key, settings), history_path, steps_per_epoch, total_steps)
+    return _Run(
+        model,
+        train_model,
+        loss_fn,
+        train,
+        val,
+        settings,
+        device,
+        optimizer,
+        scheduler,
+        workdir / CHECKPOINT_NAME,
+        run_key_hash(run_key, settings),
+        history_path,
+        steps_per_epoch,
+        total_steps,
+    )
 
 
 def _start(run: _Run) -> TrainingState:
@@ -485,17 +499,21 @@ def _start(run: _Run) -> TrainingState:
 def _save_checkpoint(run: _Run, state: TrainingState) -> None:
     r"""Write everything needed to resume bit-for-bit to ``run.ckpt_path`` (atomically)."""
 
-    save_torch_file(run.ckpt_path, CHECKPOINT_FORMAT, {
-        "run_key_hash": run.key,
-        "model": _cpu_state(run.model),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "rng_torch": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else [],
-        "rng_numpy": _numpy_state(),
-        "rng_python": _python_state(),
-        **state.payload(),
-    })
+    save_torch_file(
+        run.ckpt_path,
+        CHECKPOINT_FORMAT,
+        {
+            "run_key_hash": run.key,
+            "model": _cpu_state(run.model),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else [],
+            "rng_numpy": _numpy_state(),
+            "rng_python": _python_state(),
+            **state.payload(),
+        },
+    )
 
 
 def _write_history(rows: list[dict[str, float]], path: str | os.PathLike | None) -> pd.DataFrame:
@@ -612,7 +630,11 @@ def _end_epoch(run: _Run, state: TrainingState, val_parts: dict[str, float], sec
         state.bad_epochs += 1
     log.info(
         "epoch %d step %d lr %.3g train_loss %.5g val_loss %.5g",
-        state.epoch, state.step, row["lr"], row.get("train_loss", math.nan), val_loss,
+        state.epoch,
+        state.step,
+        row["lr"],
+        row.get("train_loss", math.nan),
+        val_loss,
     )
     state.epoch += 1
     state.epoch_sums, state.epoch_seen = {}, 0
@@ -685,8 +707,9 @@ def fit(
     _check_inputs(settings, train, val)
     run = _prepare(model, loss_fn, train, val, settings, workdir, run_key, history_path)
     state = _start(run)
-    bar = tqdm(total=run.total_steps, initial=state.step, file=sys.stderr, disable=not progress, desc="fit",
-               unit="step")
+    bar = tqdm(
+        total=run.total_steps, initial=state.step, file=sys.stderr, disable=not progress, desc="fit", unit="step"
+    )
     try:
         with _SigtermFlag() as sigterm:
             model.train()

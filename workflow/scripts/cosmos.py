@@ -3,7 +3,6 @@
 from morphoflow.data.cosmos import run_cosmos
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_cosmos(
     tarball=snakemake.input.tarball,

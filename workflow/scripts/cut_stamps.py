@@ -3,7 +3,6 @@
 from morphoflow.data.stamps import run_cut_stamps
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_cut_stamps(
     image=snakemake.input.image,

@@ -6,6 +6,5 @@ Only url and known_hash are the rule's params (what reruns it); retries and time
 from morphoflow.data.download import run_download
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_download(tarball=snakemake.output.tarball, config={"download": snakemake.config["download"]})

@@ -3,7 +3,6 @@
 from morphoflow.autoencoder.evaluate import run_evaluate_autoencoder
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_evaluate_autoencoder(
     model=snakemake.input.model,

@@ -3,6 +3,5 @@
 from morphoflow.flow.evaluate import run_evaluate_flow
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_evaluate_flow(model=snakemake.input.model, test=snakemake.input.test, metrics=snakemake.output.metrics)

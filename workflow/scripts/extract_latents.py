@@ -3,7 +3,6 @@
 from morphoflow.autoencoder.latents import run_extract_latents
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_extract_latents(
     model=snakemake.input.model,

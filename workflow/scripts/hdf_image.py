@@ -3,6 +3,5 @@
 from morphoflow.data.stamps import run_hdf_image
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_hdf_image(image=snakemake.output.image, config=snakemake.params.config)

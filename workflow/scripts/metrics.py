@@ -3,15 +3,14 @@
 from morphoflow.metrics.collect import run_metrics
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 inputs, outputs = dict(snakemake.input.items()), dict(snakemake.output.items())
 run_metrics(
     test=inputs.pop("test"),
-    samples={k[len("samples_"):]: inputs.pop(k) for k in list(inputs) if k.startswith("samples_")},
+    samples={k[len("samples_") :]: inputs.pop(k) for k in list(inputs) if k.startswith("samples_")},
     metrics=outputs["metrics"],
     summary=outputs["summary"],
-    plots={k[len("plot_"):]: v for k, v in outputs.items() if k.startswith("plot_")},
+    plots={k[len("plot_") :]: v for k, v in outputs.items() if k.startswith("plot_")},
     config=snakemake.params.config,
     upstream=inputs,
     benchmarks=snakemake.params.benchmarks,

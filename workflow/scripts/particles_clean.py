@@ -3,7 +3,6 @@
 from morphoflow.particles.pipeline import run_particles_clean
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_particles_clean(
     raw_stars=snakemake.input.raw_stars,

@@ -3,6 +3,5 @@
 from morphoflow.particles.pipeline import run_particles_simulate
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_particles_simulate(raw_stars=snakemake.output.raw_stars, config=snakemake.params.config)

@@ -3,7 +3,6 @@
 from morphoflow.data.preprocess import run_preprocess
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_preprocess(
     raw=snakemake.input.raw,

@@ -3,7 +3,6 @@
 from morphoflow.runtime import setup_rule
 from morphoflow.sampling import run_sample
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_sample(
     test=snakemake.input.test,

@@ -3,6 +3,5 @@
 from morphoflow.data.simulate import run_simulate
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_simulate(raw=snakemake.output.raw, config=snakemake.params.config, threads=snakemake.threads)

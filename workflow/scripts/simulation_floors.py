@@ -3,6 +3,5 @@
 from morphoflow.data.floors import run_simulation_floors
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_simulation_floors(test=snakemake.input.test, floors=snakemake.output.floors, config=snakemake.params.config)

@@ -3,7 +3,6 @@
 from morphoflow.flow.train import run_train_flow
 from morphoflow.runtime import setup_rule
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 setup_rule(snakemake.log[0], snakemake.threads)
 run_train_flow(
     train=snakemake.input.train,

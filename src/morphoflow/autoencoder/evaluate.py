@@ -174,7 +174,12 @@ def plot_reconstructions(rec: dict[str, np.ndarray], path: str | os.PathLike, n:
         x, m, g = rec["x"][i, channel], rec["model"][i, channel], rec["output"][i, channel]
         lo, hi = float(np.percentile(x, 1)), float(x.max())
         res = (x - m) / rec["sigma"][i]
-        panels = [(x, lo, hi, "gray"), (m, lo, hi, "gray"), (res, -4, 4, "RdBu_r"), (g, lo, max(hi, float(g.max())), "gray")]
+        panels = [
+            (x, lo, hi, "gray"),
+            (m, lo, hi, "gray"),
+            (res, -4, 4, "RdBu_r"),
+            (g, lo, max(hi, float(g.max())), "gray"),
+        ]
         for j, (img, vmin, vmax, cmap) in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(img, origin="lower", vmin=vmin, vmax=vmax, cmap=cmap)
@@ -261,8 +266,14 @@ def run_evaluate_autoencoder(
     check_stamps(meta, gs, test, model)
     rec = reconstruct_set(net, meta, gs, device=device)
     figures = test_metrics(rec, gs, float(ev["footprint_fraction"]), float(ev["segmentation_nsigma"]))
-    figures.update({"model": meta["model"], "latent_dim": int(meta["latent_dim"]), "psf_aware": bool(meta["psf_aware"]),
-                    "likelihood": meta.get("likelihood", "pixel")})
+    figures.update(
+        {
+            "model": meta["model"],
+            "latent_dim": int(meta["latent_dim"]),
+            "psf_aware": bool(meta["psf_aware"]),
+            "likelihood": meta.get("likelihood", "pixel"),
+        }
+    )
     if floors is not None:
         figures.update(_read_floors(floors))
     with atomic_path(metrics) as tmp:

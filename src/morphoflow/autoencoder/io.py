@@ -80,7 +80,9 @@ def load_autoencoder(
     return model.to(device).eval(), meta
 
 
-def check_stamps(meta: Mapping[str, Any], gs: GalaxySet, data_path: str | os.PathLike, model_path: str | os.PathLike) -> None:
+def check_stamps(
+    meta: Mapping[str, Any], gs: GalaxySet, data_path: str | os.PathLike, model_path: str | os.PathLike
+) -> None:
     r"""Raise :class:`ContractError` if the stamps of ``gs`` (from ``data_path``) are not the model's (C, H, W)."""
 
     if list(gs.images.shape[1:]) != list(meta["image_shape"]):

@@ -139,9 +139,7 @@ class AutoencoderLoss:
 
 
 @torch.no_grad()
-def reconstruct(
-    model: nn.Module, loss: AutoencoderLoss, x: Tensor, index: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
+def reconstruct(model: nn.Module, loss: AutoencoderLoss, x: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     r"""Posterior-mean reconstruction: returns ``(z_mean, decoder output, observed-image model)``."""
 
     mu, _ = model.encode(x)

@@ -59,7 +59,9 @@ def _bank(a: torch.Tensor | None, b: torch.Tensor | None, na: int, nb: int) -> t
     return torch.cat([a.expand(na, *a.shape[1:]), b.expand(nb, *b.shape[1:])])
 
 
-def _read_splits(train: str | os.PathLike, val: str | os.PathLike) -> tuple[GalaxySet, GalaxySet, StampTensors, StampTensors]:
+def _read_splits(
+    train: str | os.PathLike, val: str | os.PathLike
+) -> tuple[GalaxySet, GalaxySet, StampTensors, StampTensors]:
     r"""The train and val galaxy sets and their tensors, normalised with the training file's ``norm_scale``."""
 
     gs_train, gs_val = read_galaxies(train), read_galaxies(val)
@@ -116,7 +118,14 @@ def run_train_autoencoder(
     n_params = sum(p.numel() for p in net.parameters())
     log.info(
         "training %s (%d parameters, latent_dim %d, likelihood %s, psf_aware %s) on %d galaxies %s, %d val",
-        cfg["model"], n_params, net.latent_dim, likelihood, loss.psf_aware, n_train, image_shape, n_val,
+        cfg["model"],
+        n_params,
+        net.latent_dim,
+        likelihood,
+        loss.psf_aware,
+        n_train,
+        image_shape,
+        n_val,
     )
     run_key = {
         "config": {k: v for k, v in cfg.items() if k not in ("evaluate", "extract", "threads")},
@@ -124,8 +133,9 @@ def run_train_autoencoder(
         "train": fingerprint(gs_train),
         "val": fingerprint(gs_val),
     }
-    result = fit(net, loss, train_set, val_set, settings, checkpoints, run_key=run_key,
-                 history_path=history, progress=progress)
+    result = fit(
+        net, loss, train_set, val_set, settings, checkpoints, run_key=run_key, history_path=history, progress=progress
+    )
     meta = {
         "config": dict(cfg),
         "model": cfg["model"],

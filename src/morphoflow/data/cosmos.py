@@ -24,12 +24,12 @@ from __future__ import annotations
 __all__ = [
     "COSMOS_PIXEL_SCALE",
     "COSMOS_ZEROPOINT",
-    "find_catalog",
-    "open_catalog",
-    "noise_power",
     "draw_galaxy",
-    "read_cosmos",
     "extract_sample",
+    "find_catalog",
+    "noise_power",
+    "open_catalog",
+    "read_cosmos",
     "run_cosmos",
 ]
 
@@ -211,9 +211,16 @@ def read_cosmos(
     keep = np.flatnonzero(ok)
     if cosmos["max_galaxies"] is not None:
         keep = keep[: cosmos["max_galaxies"]]
-    log.info("%s: %d galaxies in the catalog, %d after exclusion level '%s' and size/flux cuts, "
-             "%d with valid mag/size/redshift; drawing %d", folder, cat.getNTot(), cat.nobjects,
-             cosmos["exclusion_level"], int(ok.sum()), len(keep))
+    log.info(
+        "%s: %d galaxies in the catalog, %d after exclusion level '%s' and size/flux cuts, "
+        "%d with valid mag/size/redshift; drawing %d",
+        folder,
+        cat.getNTot(),
+        cat.nobjects,
+        cosmos["exclusion_level"],
+        int(ok.sum()),
+        len(keep),
+    )
     if len(keep) == 0:
         raise ValueError(f"{folder}: no COSMOS galaxy is left after the cuts (config section 'cosmos')")
 
@@ -237,8 +244,9 @@ def read_cosmos(
     )
 
 
-def extract_sample(tarball: str | os.PathLike, dest: str | os.PathLike | None = None, *,
-                   known_hash: str | None = None) -> Path:
+def extract_sample(
+    tarball: str | os.PathLike, dest: str | os.PathLike | None = None, *, known_hash: str | None = None
+) -> Path:
     r"""Unpack ``tarball`` safely into ``dest`` (default: ``<tarball without .tar.gz>_unpacked/``).
 
     A previous extraction of the same file (name and size recorded in ``dest/.source``) is reused.

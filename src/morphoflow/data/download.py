@@ -16,7 +16,7 @@ file (``<name>.sha256``) and every later reuse of the file is checked against it
 
 from __future__ import annotations
 
-__all__ = ["DownloadError", "fetch", "verify", "run_download"]
+__all__ = ["DownloadError", "fetch", "run_download", "verify"]
 
 import logging
 import os
@@ -153,8 +153,11 @@ def fetch(
             break
         except requests.exceptions.HTTPError as err:
             raise DownloadError(f"{url}: HTTP error {err.response.status_code} ({err.response.reason})") from err
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError) as err:
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as err:
             have = part.stat().st_size if part.exists() else 0
             # Could not connect and got nothing: the host is unreachable, retrying will not help.
             unreachable = isinstance(err, requests.exceptions.ConnectionError) and have == before
@@ -197,8 +200,9 @@ def run_download(*, tarball: str | os.PathLike, config: Mapping[str, Any]) -> Pa
     cfg = config["download"]
     url = cfg["url"].format(sample=cfg["sample"])
     try:
-        return fetch(url, tarball, known_hash=cfg["known_hash"], retries=int(cfg["retries"]),
-                     timeout=float(cfg["timeout_s"]))
+        return fetch(
+            url, tarball, known_hash=cfg["known_hash"], retries=int(cfg["retries"]), timeout=float(cfg["timeout_s"])
+        )
     except DownloadError as err:
         log.error("download failed: %s", err)
         raise SystemExit(1) from None

@@ -20,7 +20,7 @@ footprints, as in :mod:`morphoflow.autoencoder.evaluate`) and ``chi2_per_pixel_s
 
 from __future__ import annotations
 
-__all__ = ["simulation_floors", "run_simulation_floors"]
+__all__ = ["run_simulation_floors", "simulation_floors"]
 
 import json
 import logging
@@ -76,7 +76,7 @@ def simulation_floors(
     x = gs.images.astype(np.float64)
     sigma = np.asarray(gs.noise_sigma, np.float64).reshape(-1, 1, 1, 1)
     mask = truth_footprints(gs, fraction)
-    out: dict[str, Any] = {"n_galaxies": int(len(gs)), "footprint_fraction": float(fraction)}
+    out: dict[str, Any] = {"n_galaxies": len(gs), "footprint_fraction": float(fraction)}
     for key, model in (("exact", exact), ("smooth", smooth)):
         r2 = ((x - np.stack(model)[:, None]) / sigma) ** 2
         out[key] = {
@@ -101,6 +101,10 @@ def run_simulation_floors(
     out = simulation_floors(read_galaxies(test), config["simulate"], int(config["seed"]), fraction, name=str(test))
     with atomic_path(floors) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
-    log.info("chi2 floors of %s: exact %.3f, smooth %.3f (footprint)", test,
-             out["exact"]["chi2_per_pixel"], out["smooth"]["chi2_per_pixel"])
+    log.info(
+        "chi2 floors of %s: exact %.3f, smooth %.3f (footprint)",
+        test,
+        out["exact"]["chi2_per_pixel"],
+        out["smooth"]["chi2_per_pixel"],
+    )
     return out

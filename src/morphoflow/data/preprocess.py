@@ -32,14 +32,14 @@ Steps, in order (all keys in the ``preprocess`` config section):
 from __future__ import annotations
 
 __all__ = [
-    "normalize",
-    "denormalize",
-    "load_raw",
+    "PreprocessError",
     "clean",
     "convolve_to_target",
-    "split_ids",
+    "denormalize",
+    "load_raw",
+    "normalize",
     "run_preprocess",
-    "PreprocessError",
+    "split_ids",
 ]
 
 import json
@@ -207,8 +207,10 @@ class _Reconvolver:
         r"""``img`` (H, W) convolved with the kernel ``k``, drawn without a further pixel."""
 
         ii = galsim.InterpolatedImage(
-            galsim.ImageD(img.astype(np.float64), scale=self.scale), use_true_center=False,
-            calculate_stepk=False, calculate_maxk=False,
+            galsim.ImageD(img.astype(np.float64), scale=self.scale),
+            use_true_center=False,
+            calculate_stepk=False,
+            calculate_maxk=False,
         )
         galsim.Convolve(ii, k).drawImage(self._out, method="no_pixel", use_true_center=False)
         return self._out.array.copy()
@@ -219,8 +221,9 @@ class _Reconvolver:
         key = (0 if self.shared else i, ch)
         if key not in self._kernels:
             psf = self.gs.psf[key[0], ch]
-            old = galsim.InterpolatedImage(galsim.ImageD(psf.astype(np.float64), scale=self.scale),
-                                           use_true_center=False)
+            old = galsim.InterpolatedImage(
+                galsim.ImageD(psf.astype(np.float64), scale=self.scale), use_true_center=False
+            )
             self._kernels[key] = galsim.Convolve(galsim.Deconvolve(old), self.target)
             resp = self.apply(self._impulse, self._kernels[key])
             self._transfer[key] = np.abs(np.fft.rfft2(np.fft.ifftshift(resp))) ** 2
@@ -299,8 +302,12 @@ def _check_splits(masks: dict[str, np.ndarray], n: int, split_cfg: Mapping[str, 
 
 
 def _write_splits(
-    gs: GalaxySet, masks: dict[str, np.ndarray], outputs: dict[str, str | os.PathLike],
-    tfrecords: Sequence[str | os.PathLike], norm_scale: float, seed: int,
+    gs: GalaxySet,
+    masks: dict[str, np.ndarray],
+    outputs: dict[str, str | os.PathLike],
+    tfrecords: Sequence[str | os.PathLike],
+    norm_scale: float,
+    seed: int,
 ) -> None:
     for i, s in enumerate(SPLIT_NAMES):
         part = gs.subset(np.flatnonzero(masks[s]))

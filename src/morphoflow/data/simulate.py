@@ -44,7 +44,7 @@ Reference: Mandelbaum et al. 2015 (GalSim COSMOS noise); Leauthaud et al. 2007 (
 
 from __future__ import annotations
 
-__all__ = ["simulate", "run_simulate", "draw_catalog_row", "Renderer", "cosmos_noise_power"]
+__all__ = ["Renderer", "cosmos_noise_power", "draw_catalog_row", "run_simulate", "simulate"]
 
 import logging
 import math
@@ -90,12 +90,16 @@ def draw_catalog_row(cat: dict[str, Any], rng: np.random.Generator) -> dict[str,
     """
 
     z = _truncated(
-        rng, lambda: 0.1 + rng.gamma(cat["redshift_shape"], cat["redshift_scale"]),
-        cat["redshift_min"], cat["redshift_max"],
+        rng,
+        lambda: 0.1 + rng.gamma(cat["redshift_shape"], cat["redshift_scale"]),
+        cat["redshift_min"],
+        cat["redshift_max"],
     )
     mag = _truncated(
-        rng, lambda: rng.normal(cat["mag_m0"] + cat["mag_z_slope"] * math.log10(1 + z), cat["mag_scatter"]),
-        cat["mag_min"], cat["mag_max"],
+        rng,
+        lambda: rng.normal(cat["mag_m0"] + cat["mag_z_slope"] * math.log10(1 + z), cat["mag_scatter"]),
+        cat["mag_min"],
+        cat["mag_max"],
     )
     mean = (
         math.log10(cat["hlr_r0_arcsec"])
@@ -103,8 +107,10 @@ def draw_catalog_row(cat: dict[str, Any], rng: np.random.Generator) -> dict[str,
         - cat["hlr_z_slope"] * math.log10(1 + z)
     )
     log_hlr = _truncated(
-        rng, lambda: rng.normal(mean, cat["hlr_scatter_dex"]),
-        math.log10(cat["hlr_min_arcsec"]), math.log10(cat["hlr_max_arcsec"]),
+        rng,
+        lambda: rng.normal(mean, cat["hlr_scatter_dex"]),
+        math.log10(cat["hlr_min_arcsec"]),
+        math.log10(cat["hlr_max_arcsec"]),
     )
     grid = np.arange(cat["sersic_n_min"], cat["sersic_n_max"] + 1e-9, cat["sersic_n_step"])
     return {
@@ -152,8 +158,14 @@ class Renderer:
         p = cfg["psf"]
         ov = int(p["oversample"])
         optical = galsim.OpticalPSF(
-            lam=p["lam_nm"], diam=p["diam_m"], obscuration=p["obscuration"], nstruts=p["nstruts"],
-            defocus=p["defocus"], coma1=p["coma1"], coma2=p["coma2"], gsparams=self.gsparams,
+            lam=p["lam_nm"],
+            diam=p["diam_m"],
+            obscuration=p["obscuration"],
+            nstruts=p["nstruts"],
+            defocus=p["defocus"],
+            coma1=p["coma1"],
+            coma2=p["coma2"],
+            gsparams=self.gsparams,
         )
         fine = optical.drawImage(nx=2 * self.n * ov, ny=2 * self.n * ov, scale=self.scale / ov, method="no_pixel")
         #: The PSF as an oversampled InterpolatedImage, shared by every galaxy (arcsec units).
@@ -197,9 +209,7 @@ class Renderer:
             # k-range computations are cached on the base object.
             n = row["sersic_n"]
             if n not in self._bulges:
-                self._bulges[n] = galsim.Sersic(
-                    n, half_light_radius=1.0, trunc=cfg["sersic_trunc_hlr"], gsparams=gsp
-                )
+                self._bulges[n] = galsim.Sersic(n, half_light_radius=1.0, trunc=cfg["sersic_trunc_hlr"], gsparams=gsp)
             parts.append(self._bulges[n].dilate(hlr).withFlux(bf * flux))
         disk = (1 - bf) * flux
         nk = int(cfg["knots"]["n_knots"])

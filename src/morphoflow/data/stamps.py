@@ -35,14 +35,14 @@ from __future__ import annotations
 
 __all__ = [
     "HDF_PIXEL_SCALE",
-    "rgb_to_band",
-    "write_hubble_deep_field",
-    "read_fits_image",
-    "gaussian_or_moffat_psf",
-    "sky_noise_power",
     "cut_stamps",
-    "run_hdf_image",
+    "gaussian_or_moffat_psf",
+    "read_fits_image",
+    "rgb_to_band",
     "run_cut_stamps",
+    "run_hdf_image",
+    "sky_noise_power",
+    "write_hubble_deep_field",
 ]
 
 import logging
@@ -136,7 +136,7 @@ def _fit_psf_image(psf: np.ndarray, size: int) -> np.ndarray:
         if 0 <= y < psf.shape[0]:
             x0, x1 = cx - h, cx - h + size
             xs = slice(max(x0, 0), min(x1, psf.shape[1]))
-            out[oy, xs.start - x0: xs.stop - x0] = psf[y, xs]
+            out[oy, xs.start - x0 : xs.stop - x0] = psf[y, xs]
     if out.sum() <= 0:
         raise ValueError("the PSF image has no positive flux")
     return out / out.sum()
@@ -166,20 +166,20 @@ def sky_noise_power(
     h, w = sub.shape
     half = stamp_size // 2
     busy = uniform_filter(occupied.astype(np.float64), stamp_size, mode="constant", cval=1.0)
-    ys, xs = np.nonzero(busy[half: h - stamp_size + half + 1, half: w - stamp_size + half + 1] < 1e-9)
+    ys, xs = np.nonzero(busy[half : h - stamp_size + half + 1, half : w - stamp_size + half + 1] < 1e-9)
     if len(ys) == 0:
         return np.zeros((stamp_size, stamp_size // 2 + 1)), 0
     pick = rng.choice(len(ys), size=min(n_patches, len(ys)), replace=False)
     power = np.zeros((stamp_size, stamp_size // 2 + 1))
-    for y, x in zip(ys[pick], xs[pick]):
-        power += np.abs(np.fft.rfft2(sub[y: y + stamp_size, x: x + stamp_size])) ** 2
+    for y, x in zip(ys[pick], xs[pick], strict=False):
+        power += np.abs(np.fft.rfft2(sub[y : y + stamp_size, x : x + stamp_size])) ** 2
     return power / (len(pick) * stamp_size**2), len(pick)
 
 
 def _full_mean(power: np.ndarray, width: int) -> float:
     r"""Mean over the full (H, W) spectrum of a half (rfft2) spectrum = the variance (Parseval)."""
 
-    inner = power[:, 1: (width + 1) // 2].sum()
+    inner = power[:, 1 : (width + 1) // 2].sum()
     edge = power[:, 0].sum() + (power[:, width // 2].sum() if width % 2 == 0 else 0.0)
     return float((edge + 2 * inner) / (power.shape[0] * width))
 
@@ -227,8 +227,13 @@ def _detect(sky: _Sky, stamps: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarra
     r"""Step 2: detection and deblending with :func:`sep.extract`; returns (catalog, segmentation map)."""
 
     objs, seg = sep.extract(
-        sky.sub, float(stamps["detect_sigma"]), err=sky.rms, mask=sky.mask, minarea=int(stamps["min_area_pixel"]),
-        deblend_nthresh=int(stamps["deblend_nthresh"]), deblend_cont=float(stamps["deblend_cont"]),
+        sky.sub,
+        float(stamps["detect_sigma"]),
+        err=sky.rms,
+        mask=sky.mask,
+        minarea=int(stamps["min_area_pixel"]),
+        deblend_nthresh=int(stamps["deblend_nthresh"]),
+        deblend_cont=float(stamps["deblend_cont"]),
         segmentation_map=True,
     )
     if len(objs) == 0:
@@ -242,12 +247,19 @@ def _photometry(sky: _Sky, objs: np.ndarray, seg: np.ndarray) -> _Sources:
     sub, mask = sky.sub, sky.mask
     x, y = objs["x"], objs["y"]
     a, b, theta = objs["a"], objs["b"], objs["theta"]
-    kronrad, kflag = sep.kron_radius(sub, x, y, a, b, theta, 6.0, mask=mask)
+    kronrad, _kflag = sep.kron_radius(sub, x, y, a, b, theta, 6.0, mask=mask)
     kronrad = np.where(np.isfinite(kronrad) & (kronrad > 0), kronrad, 1.0)
     flux, _, fflag = sep.sum_ellipse(sub, x, y, a, b, theta, 2.5 * kronrad, subpix=1, mask=mask)
     r_half, rflag = sep.flux_radius(sub, x, y, 6.0 * a, 0.5, normflux=flux, subpix=5, mask=mask)
-    return _Sources(objs=objs, seg=seg, flux=flux, r_half=r_half, flagged=fflag | rflag,
-                    xi=np.round(x).astype(int), yi=np.round(y).astype(int))
+    return _Sources(
+        objs=objs,
+        seg=seg,
+        flux=flux,
+        r_half=r_half,
+        flagged=fflag | rflag,
+        xi=np.round(x).astype(int),
+        yi=np.round(y).astype(int),
+    )
 
 
 def _reject(src: _Sources, sky: _Sky, stamps: Mapping[str, Any]) -> np.ndarray:
@@ -321,8 +333,13 @@ def _cut(
         rows.append(i)
         if max_stamps is not None and len(rows) >= max_stamps:
             break
-    log.info("stamps: %d rejected for neighbours covering > %.0f%% of the stamp; %d stamps kept of %d detections",
-             n_crowded, 100 * max_fraction, len(rows), len(src.flux))
+    log.info(
+        "stamps: %d rejected for neighbours covering > %.0f%% of the stamp; %d stamps kept of %d detections",
+        n_crowded,
+        100 * max_fraction,
+        len(rows),
+        len(src.flux),
+    )
     if not rows:
         raise ValueError("no stamp left after the cuts (config section 'stamps')")
     return images, sigmas, rows
@@ -342,20 +359,28 @@ def _unit_noise_power(src: _Sources, sky: _Sky, stamps: Mapping[str, Any], seed:
     occupied = binary_dilation(src.seg > 0, iterations=3) | ~np.isfinite(sky.rms)
     if sky.mask is not None:
         occupied |= sky.mask
-    sky_power, n_sky = sky_noise_power(sky.sub, occupied, size, item_rng(seed, 0, "stamps-sky-patches"),
-                                       int(stamps["noise_patches"]))
+    sky_power, n_sky = sky_noise_power(
+        sky.sub, occupied, size, item_rng(seed, 0, "stamps-sky-patches"), int(stamps["noise_patches"])
+    )
     if n_sky < 10:
         log.warning("stamps: only %d source-free %d-pixel windows; no noise_power written", n_sky, size)
         return None
     sky_power = np.maximum(sky_power, 1e-6 * sky_power.max())
-    log.info("stamps: noise power spectrum from %d source-free windows (sky variance %.4g counts^2)",
-             n_sky, _full_mean(sky_power, size))
+    log.info(
+        "stamps: noise power spectrum from %d source-free windows (sky variance %.4g counts^2)",
+        n_sky,
+        _full_mean(sky_power, size),
+    )
     return sky_power / _full_mean(sky_power, size)  # unit variance; scaled per stamp by the caller
 
 
 def _galaxy_set(
-    src: _Sources, stamps: Mapping[str, Any], cut: tuple[list[np.ndarray], list[float], list[int]],
-    psf: tuple[np.ndarray, float | None], power: np.ndarray | None, source: str,
+    src: _Sources,
+    stamps: Mapping[str, Any],
+    cut: tuple[list[np.ndarray], list[float], list[int]],
+    psf: tuple[np.ndarray, float | None],
+    power: np.ndarray | None,
+    source: str,
 ) -> GalaxySet:
     r"""The stamps in detection order, with catalog, attributes, PSF and per-stamp noise power (steps 5–7)."""
 
@@ -383,7 +408,7 @@ def _galaxy_set(
         "band": str(stamps["band"]),
         "zeropoint_ab": zeropoint_ab,
         "source": source,
-        "n_detections": int(len(flux)),
+        "n_detections": len(flux),
     }
     if fwhm is not None:
         attrs["psf_fwhm_arcsec"] = float(fwhm)

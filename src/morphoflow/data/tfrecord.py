@@ -10,7 +10,7 @@ One ``tf.train.Example`` per galaxy (see ``docs/data-format.md``):
 
 from __future__ import annotations
 
-__all__ = ["write_tfrecord", "read_tfrecord"]
+__all__ = ["read_tfrecord", "write_tfrecord"]
 
 import os
 from typing import Any

@@ -67,6 +67,7 @@ KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
     "cnf": (zuko.flows.CNF, ("hidden_features", "freqs", "atol", "rtol", "exact")),
 }
 
+
 class OutOfRangeError(ValueError):
     r"""A condition lies outside the training range of its context column."""
 
@@ -212,9 +213,7 @@ class ConditionalFlow(nn.Module):
         cols = []
         for col in self.context_columns:
             if col not in conditions:
-                raise ValueError(
-                    f"{name}: context column '{col}' is missing (the flow needs {self.context_columns})"
-                )
+                raise ValueError(f"{name}: context column '{col}' is missing (the flow needs {self.context_columns})")
             v = np.atleast_1d(np.asarray(conditions[col], dtype=np.float64))
             if not np.isfinite(v).all():
                 raise ValueError(f"{name}: context column '{col}' holds non-finite values")
@@ -239,7 +238,9 @@ class ConditionalFlow(nn.Module):
             e = torch.as_tensor(np.asarray(eps[i : i + batch_size], np.float32), device=dev)
             c = None
             if self.context_columns:
-                c = self.context_std.transform(torch.as_tensor(np.asarray(context[i : i + batch_size], np.float32), device=dev))
+                c = self.context_std.transform(
+                    torch.as_tensor(np.asarray(context[i : i + batch_size], np.float32), device=dev)
+                )
             t_std = self._dist(c).transform.inv(e)
             out.append(self.target_std.inverse(t_std).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.features), np.float32)

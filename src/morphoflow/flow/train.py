@@ -98,13 +98,29 @@ def train_conditional_flow(
         "target_mean": [round(v, 6) for v in t_std.mean],
         "seed": int(seed),
     }
-    log.info("training a '%s' flow: %d x %d target, %d context columns %s", kind, *target.shape,
-             len(context_columns), list(context_columns))
-    result = fit(model, _nll_loss, dataset(target, context), dataset(val_target, val_context), settings, workdir,
-                 run_key=run_key, history_path=history_path, progress=progress)
+    log.info(
+        "training a '%s' flow: %d x %d target, %d context columns %s",
+        kind,
+        *target.shape,
+        len(context_columns),
+        list(context_columns),
+    )
+    result = fit(
+        model,
+        _nll_loss,
+        dataset(target, context),
+        dataset(val_target, val_context),
+        settings,
+        workdir,
+        run_key=run_key,
+        history_path=history_path,
+        progress=progress,
+    )
     model.load_state_dict(result.state_dict)
     model.cpu().eval()
-    log.info("flow trained: best val NLL %.4f nats/dim (standardised) after %d steps", result.best_val_loss, result.steps)
+    log.info(
+        "flow trained: best val NLL %.4f nats/dim (standardised) after %d steps", result.best_val_loss, result.steps
+    )
     return model
 
 
@@ -135,8 +151,9 @@ def run_train_flow(
     columns = list(flow_cfg["context"])
     lt, lv = read_latents(train), read_latents(val)
     z, c, vz, vc = lt.z_mean, lt.context(columns), lv.z_mean, lv.context(columns)
-    cflow = train_conditional_flow(z, c, vz, vc, flow_cfg, int(config["seed"]), checkpoints, history,
-                                   context_columns=columns, progress=progress)
+    cflow = train_conditional_flow(
+        z, c, vz, vc, flow_cfg, int(config["seed"]), checkpoints, history, context_columns=columns, progress=progress
+    )
     meta = dict(lt.attrs)
     meta.update(out_of_range=flow_cfg["out_of_range"], val_nll_per_dim=nll_per_dim(cflow, vz, vc), n_train=len(z))
     save_flow(model, cflow, meta)

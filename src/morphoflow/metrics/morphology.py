@@ -359,7 +359,7 @@ def _gaussian_matrix(size: int, sigma: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         phi = np.exp(-0.5 * k[None, :] ** 2 / sigma[:, None] ** 2)
     phi = np.where(np.abs(k)[None, :] <= rad[:, None], phi, 0.0)
-    phi[rad == 0] = (k == 0)
+    phi[rad == 0] = k == 0
     phi /= phi.sum(axis=1, keepdims=True)
     j = np.arange(size)[:, None] + k[None, :]  # (size, K) source index before reflection
     j = np.mod(j, 2 * size)
@@ -411,7 +411,10 @@ def _skybox_smoothness(img: np.ndarray, seg: np.ndarray, boxcar: np.ndarray) -> 
         if size > min(h, w):
             continue
         cnt = (
-            integral[:, size:, size:] - integral[:, :-size, size:] - integral[:, size:, :-size] + integral[:, :-size, :-size]
+            integral[:, size:, size:]
+            - integral[:, :-size, size:]
+            - integral[:, size:, :-size]
+            + integral[:, :-size, :-size]
         )  # (N, h - size + 1, w - size + 1), by top-left corner
         ty, tx = np.arange(h - size + 1), np.arange(w - size + 1)
         ok_y = (ty[None, :] >= cy0[:, None]) & (ty[None, :] < (cy1 - size)[:, None])
@@ -423,8 +426,11 @@ def _skybox_smoothness(img: np.ndarray, seg: np.ndarray, boxcar: np.ndarray) -> 
         first = np.argmax(free, axis=1)
         by, bx = first // len(tx), first % len(tx)
         idx = np.flatnonzero(new)
-        boxes = img[idx[:, None, None], by[idx, None, None] + np.arange(size)[None, :, None],
-                    bx[idx, None, None] + np.arange(size)[None, None, :]].astype(np.float64)
+        boxes = img[
+            idx[:, None, None],
+            by[idx, None, None] + np.arange(size)[None, :, None],
+            bx[idx, None, None] + np.arange(size)[None, None, :],
+        ].astype(np.float64)
         bc = boxcar[idx]
         sky = np.zeros(len(idx))
         for b in np.unique(bc):
@@ -444,8 +450,13 @@ _FFT_SIZES = (16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 
 
 
 def _autocorrelation_window(
-    lim: np.ndarray, xc: np.ndarray, yc: np.ndarray, support: np.ndarray, reach: np.ndarray,
-    myw: np.ndarray, mxw: np.ndarray,
+    lim: np.ndarray,
+    xc: np.ndarray,
+    yc: np.ndarray,
+    support: np.ndarray,
+    reach: np.ndarray,
+    myw: np.ndarray,
+    mxw: np.ndarray,
 ) -> np.ndarray:
     r"""Linear autocorrelation ``C[m] = sum_p lim[p] lim[m - p]`` of each plane at m = (myw, mxw).
 
@@ -608,8 +619,12 @@ def _elliptical_distance2(
 
 
 def _gini_segmap(
-    img: np.ndarray, seg: np.ndarray, centroid: tuple[np.ndarray, np.ndarray], centre: tuple[np.ndarray, np.ndarray],
-    xs: np.ndarray, ys: np.ndarray,
+    img: np.ndarray,
+    seg: np.ndarray,
+    centroid: tuple[np.ndarray, np.ndarray],
+    centre: tuple[np.ndarray, np.ndarray],
+    xs: np.ndarray,
+    ys: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Segmap of Gini and M20 (statmorph): the image smoothed by ``GINI_FRACTION`` elliptical Petrosian
     radii, thresholded at its mean in the elliptical Petrosian annulus about the ``centroid`` (x, y);

@@ -72,7 +72,7 @@ def _hist(path: Any, real_props: dict, gen_props: dict) -> None:
         for name, v in sets.items():
             ax.hist(v[np.isfinite(v)], bins=bins, histtype="step", density=True, color=COLORS.get(name), label=name)
         ax.set_title(k)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.3, hspace=0.45)

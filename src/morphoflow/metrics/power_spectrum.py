@@ -42,9 +42,9 @@ def power_spectrum_1d(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nb = len(edges) - 1
     sel = (idx >= 0) & (idx < nb)
     weight = np.bincount(idx[sel], mult[sel], minlength=nb)
-    power = np.stack(
-        [np.bincount(idx[sel], (p2[i] * mult)[sel], minlength=nb) for i in range(n)]
-    ) / np.maximum(weight, 1e-300)
+    power = np.stack([np.bincount(idx[sel], (p2[i] * mult)[sel], minlength=nb) for i in range(n)]) / np.maximum(
+        weight, 1e-300
+    )
     k = 0.5 * (edges[:-1] + edges[1:])
     return k, power
 

@@ -47,7 +47,9 @@ def w1_per_dim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([wasserstein_distance(a[:, d], b[:, d]) for d in range(a.shape[1])])
 
 
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, n_proj: int = 128, rng: np.random.Generator | None = None) -> float:
+def sliced_wasserstein(
+    a: np.ndarray, b: np.ndarray, n_proj: int = 128, rng: np.random.Generator | None = None
+) -> float:
     r"""Mean Wasserstein-1 distance of 1-D projections on ``n_proj`` random unit directions."""
     rng = rng or np.random.default_rng(0)
     dirs = rng.standard_normal((n_proj, a.shape[1]))
@@ -91,7 +93,7 @@ def particle_c2st_auc(
     x = np.concatenate([a, b]).astype(np.float32)
     y = np.concatenate([np.ones(n), np.zeros(n)]).astype(np.float32)
     perm = rng.permutation(2 * n)
-    tr, te = perm[: n], perm[n:]
+    tr, te = perm[:n], perm[n:]
     gen = torch.Generator().manual_seed(seed)
     d = x.shape[1]
     w1 = torch.nn.Linear(d, hidden)

@@ -87,7 +87,7 @@ def faceon_maps(
         maps = [binned_statistic_2d(d[:, ix], d[:, iy], d[:, k], "mean", bins=[edges, edges]).statistic.T
                 for d in (truth, sample)]  # fmt: skip
         finite = np.concatenate([m[np.isfinite(m)] for m in maps])
-        vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0, 1))
+        vmin, vmax = np.percentile(finite, [2, 98]) if finite.size else (0, 1)
         for c, (m, name) in enumerate(zip(maps, ("true", "sampled"), strict=True)):
             im = axes[row, c].imshow(m, origin="lower", extent=[-r, r, -r, r], cmap=cmap, vmin=vmin, vmax=vmax)
             axes[row, c].set_title(f"mean {LABELS.get(col, col)} ({name})", fontsize=9)

@@ -44,7 +44,9 @@ def _psf(cfg: Mapping[str, Any]) -> np.ndarray:
     psf = galsim.Moffat(beta=3.0, fwhm=float(cfg["psf_fwhm_arcsec"]))
     # No pixel convolution: the particle histogram already integrates over pixels. Centred on pixel
     # (n // 2, n // 2) as the data contract asks (use_true_center=False).
-    img = psf.drawImage(nx=n, ny=n, scale=float(cfg["pixel_scale_arcsec"]), method="no_pixel", use_true_center=False).array
+    img = psf.drawImage(
+        nx=n, ny=n, scale=float(cfg["pixel_scale_arcsec"]), method="no_pixel", use_true_center=False
+    ).array
     return (img / img.sum()).astype(np.float64)
 
 

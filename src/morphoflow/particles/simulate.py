@@ -47,6 +47,7 @@ from .io import NPY_COLUMNS, StarSet
 Z_SUN = 0.0134  # Asplund et al. (2009)
 T_UNIVERSE_GYR = 13.8
 
+
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     q, r = np.linalg.qr(rng.standard_normal((3, 3)))
     q = q * np.sign(np.diag(r))

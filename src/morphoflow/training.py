@@ -33,8 +33,8 @@ __all__ = [
     "TrainingInterrupted",
     "TrainingState",
     "fit",
+    "hash_run_key",
     "lr_factor",
-    "run_key_hash",
     "select_device",
 ]
 
@@ -223,7 +223,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: floa
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def run_key_hash(run_key: dict, settings: TrainSettings) -> str:
+def hash_run_key(run_key: dict, settings: TrainSettings) -> str:
     r"""Hash of the configuration that built a run (``run_key``) and its train settings."""
 
     blob = json.dumps({"run_key": run_key, "settings": dataclasses.asdict(settings)}, sort_keys=True, default=str)
@@ -315,7 +315,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ckpt_path: Path
-    key: str  # run_key_hash of the run
+    key: str  # hash_run_key of the run
     history_path: str | os.PathLike | None
     steps_per_epoch: int
     total_steps: int
@@ -452,7 +452,7 @@ def _prepare(
         optimizer,
         scheduler,
         workdir / CHECKPOINT_NAME,
-        run_key_hash(run_key, settings),
+        hash_run_key(run_key, settings),
         history_path,
         steps_per_epoch,
         total_steps,

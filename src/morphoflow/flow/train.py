@@ -38,6 +38,42 @@ def _check_tables(target: np.ndarray, context: np.ndarray, val_target: np.ndarra
         raise ValueError("validation and training tables must have the same columns")
 
 
+def _new_flow(
+    flow_cfg: Mapping[str, Any], target: np.ndarray, context: np.ndarray, columns: Sequence[str], seed: int
+) -> ConditionalFlow:
+    r"""An untrained flow with the training table's standardisation and context ranges (init seeded by ``seed``)."""
+
+    t_std = Standardizer.fit(target)
+    c_std = Standardizer.fit(context) if context.shape[1] else Standardizer([], [])
+    ranges = {col: (float(context[:, i].min()), float(context[:, i].max())) for i, col in enumerate(columns)}
+    torch.manual_seed(seed)
+    return ConditionalFlow(flow_cfg["kind"], target.shape[1], columns, flow_hyper(flow_cfg), t_std, c_std, ranges)
+
+
+def _dataset(model: ConditionalFlow, t: np.ndarray, c: np.ndarray) -> torch.utils.data.TensorDataset:
+    r"""Standardised (target, context) rows for :func:`morphoflow.training.fit`."""
+
+    return torch.utils.data.TensorDataset(
+        torch.as_tensor(model.target_std.transform(t.astype(np.float32))),
+        torch.as_tensor(model.context_std.transform(c.astype(np.float32)) if c.shape[1] else c.astype(np.float32)),
+    )
+
+
+def _run_key(model: ConditionalFlow, target: np.ndarray, seed: int) -> dict[str, Any]:
+    r"""What identifies a training run (a checkpoint made under another key is not resumed)."""
+
+    return {
+        "stage": "flow",
+        "kind": model.kind,
+        "hyper": json.dumps(model.hyper, sort_keys=True),
+        "context": list(model.context_columns),
+        "n_train": len(target),
+        "features": int(target.shape[1]),
+        "target_mean": [round(v, 6) for v in model.target_std.mean],
+        "seed": int(seed),
+    }
+
+
 def train_conditional_flow(
     target: np.ndarray,
     context: np.ndarray,
@@ -72,35 +108,11 @@ def train_conditional_flow(
     if len(context_columns) != context.shape[1]:
         raise ValueError(f"{len(context_columns)} context column names for {context.shape[1]} context columns")
 
-    kind = flow_cfg["kind"]
-    hyper = flow_hyper(flow_cfg)
-    t_std = Standardizer.fit(target)
-    c_std = Standardizer.fit(context) if context.shape[1] else Standardizer([], [])
-    ranges = {col: (float(context[:, i].min()), float(context[:, i].max())) for i, col in enumerate(context_columns)}
-
-    torch.manual_seed(seed)
-    model = ConditionalFlow(kind, target.shape[1], context_columns, hyper, t_std, c_std, ranges)
-
-    def dataset(t: np.ndarray, c: np.ndarray) -> torch.utils.data.TensorDataset:
-        return torch.utils.data.TensorDataset(
-            torch.as_tensor(t_std.transform(t.astype(np.float32))),
-            torch.as_tensor(c_std.transform(c.astype(np.float32)) if c.shape[1] else c.astype(np.float32)),
-        )
-
+    model = _new_flow(flow_cfg, target, context, context_columns, seed)
     settings = TrainSettings.from_config(flow_cfg["train"], seed)
-    run_key = {
-        "stage": "flow",
-        "kind": kind,
-        "hyper": json.dumps(hyper, sort_keys=True),
-        "context": list(context_columns),
-        "n_train": len(target),
-        "features": int(target.shape[1]),
-        "target_mean": [round(v, 6) for v in t_std.mean],
-        "seed": int(seed),
-    }
     log.info(
         "training a '%s' flow: %d x %d target, %d context columns %s",
-        kind,
+        model.kind,
         *target.shape,
         len(context_columns),
         list(context_columns),
@@ -108,11 +120,11 @@ def train_conditional_flow(
     result = fit(
         model,
         _nll_loss,
-        dataset(target, context),
-        dataset(val_target, val_context),
+        _dataset(model, target, context),
+        _dataset(model, val_target, val_context),
         settings,
         workdir,
-        run_key=run_key,
+        run_key=_run_key(model, target, seed),
         history_path=history_path,
         progress=progress,
     )

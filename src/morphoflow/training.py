@@ -534,6 +534,7 @@ def _train_step(run: _Run, state: TrainingState, index: torch.Tensor) -> float:
     """
 
     batch = _to_device(_batch(run.train, index), run.device)
+    _set_progress(run.loss_fn, state.step / run.total_steps)
     with run.autocast():
         parts = run.loss_fn(run.train_model, batch)
     loss = parts["loss"]
@@ -553,6 +554,15 @@ def _train_step(run: _Run, state: TrainingState, index: torch.Tensor) -> float:
         state.epoch_sums[k] = state.epoch_sums.get(k, 0.0) + float(v.detach().float()) * len(index)
     state.epoch_seen += len(index)
     return float(loss.detach().float())
+
+
+def _set_progress(loss_fn: Callable, fraction: float | None) -> None:
+    r"""Tell a loss with a schedule (method ``set_progress``) how far training is: the fraction of steps done,
+    or None for validation (which scores the final objective, so epochs compare)."""
+
+    hook = getattr(loss_fn, "set_progress", None)
+    if hook is not None:
+        hook(fraction)
 
 
 def _interrupted(run: _Run, state: TrainingState) -> TrainingInterrupted:
@@ -588,6 +598,7 @@ def _validate(run: _Run, epoch: int) -> dict[str, float]:
     totals: dict[str, float] = {}
     count = 0
     devices = [device.index or 0] if device.type == "cuda" else []
+    _set_progress(run.loss_fn, None)
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(item_seed(run.settings.seed, epoch, "validation"))
         for start in range(0, len(val), bs):
@@ -684,7 +695,9 @@ def fit(
         model: The module to train (moved to the device; the best weights are loaded into it at the end).
         loss_fn: ``loss_fn(model, batch) -> {"loss": scalar, <part>: scalar, ...}``; ``batch`` is the tuple
             of a dataset item's tensors, stacked and on the device. Extra parts are logged as
-            ``train_<part>`` / ``val_<part>``.
+            ``train_<part>`` / ``val_<part>``. A loss with a schedule (e.g. a KL weight that grows) has a
+            method ``set_progress(fraction)``, called with the fraction of steps done before each training
+            step and with None before validation; it depends on the step count only, so resume is exact.
         train: Training items (tuples of tensors); a :class:`~torch.utils.data.TensorDataset` is fastest.
         val: Validation items; the epoch's validation figures are means over items.
         settings: The :class:`TrainSettings`.

@@ -44,7 +44,7 @@ from ..atomic import atomic_path
 from ..contract import GalaxySet, read_galaxies
 from .forward import fft_convolve
 from .io import check_stamps, load_autoencoder
-from .objective import AutoencoderLoss, stamp_tensors
+from .objective import AutoencoderLoss, reconstruct, stamp_tensors
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def reconstruct_set(
     r"""Posterior-mean reconstructions of a galaxy set in normalised units.
 
     Returns ``x`` (observed), ``sigma``, ``model`` (observed-image model), ``output`` (decoder output,
-    PSF-free if psf_aware) and ``z`` (N, D).
+    PSF-free if psf_aware) and ``z`` (N, D). A two-level model uses its detail map's posterior mean.
     """
 
     st = stamp_tensors(gs, norm_scale=float(meta["norm_scale"]))
@@ -121,10 +121,7 @@ def reconstruct_set(
     outs: dict[str, list[np.ndarray]] = {"model": [], "output": [], "z": []}
     for start in range(0, len(st.x), batch_size):
         index = torch.arange(start, min(start + batch_size, len(st.x)))
-        x = st.x[index].to(device)
-        mu, _ = model.encode(x)
-        g = model.decode(mu).float()
-        m = loss.forward_model(g, index.to(device))
+        mu, g, m = reconstruct(model, loss, st.x[index].to(device), index.to(device))
         outs["model"].append(m.cpu().numpy())
         outs["output"].append(g.cpu().numpy())
         outs["z"].append(mu.float().cpu().numpy())
@@ -194,7 +191,8 @@ def plot_reconstructions(rec: dict[str, np.ndarray], path: str | os.PathLike, n:
 
 
 def plot_loss(history: pd.DataFrame, path: str | os.PathLike) -> None:
-    r"""Training and validation loss (nats per pixel) and reduced χ² per epoch."""
+    r"""Training and validation loss (nats per pixel), reduced χ² and KL per epoch; a two-level model's history
+    (column ``level``) runs on, the detail level's epochs after the global level's."""
 
     import matplotlib
 
@@ -202,16 +200,18 @@ def plot_loss(history: pd.DataFrame, path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     cols = [c for c in ("loss", "chi2", "kl") if f"train_{c}" in history]
+    levels = history["level"] if "level" in history else pd.Series(["global"] * len(history))
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3), squeeze=False)
     for ax, c in zip(axes[0], cols, strict=True):
-        for split in ("train", "val"):
-            if f"{split}_{c}" in history:
-                ax.plot(history["epoch"], history[f"{split}_{c}"], marker=".", label=split)
-        ax.set_xlabel("epoch")
+        for split, style in (("train", "-"), ("val", "--")):
+            for level in dict.fromkeys(levels):
+                rows = (levels == level).to_numpy()
+                ax.plot(np.flatnonzero(rows), history[f"{split}_{c}"][rows], style, marker=".", label=f"{split} {level}")
+        ax.set_xlabel("epoch (global, then detail)" if levels.nunique() > 1 else "epoch")
         ax.set_ylabel(c)
         if c != "kl" and (history[[f"train_{c}", f"val_{c}"]].to_numpy() > 0).all():
             ax.set_yscale("log")
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)

@@ -2,7 +2,15 @@ r"""Build, save and load stage-1 autoencoders (plain state dicts + metadata, ``w
 
 from __future__ import annotations
 
-__all__ = ["MODEL_FORMAT", "MODEL_KINDS", "build_autoencoder", "check_stamps", "load_autoencoder", "save_autoencoder"]
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_KINDS",
+    "add_detail_level",
+    "build_autoencoder",
+    "check_stamps",
+    "load_autoencoder",
+    "save_autoencoder",
+]
 
 import os
 from collections.abc import Mapping, Sequence
@@ -18,18 +26,21 @@ MODEL_KINDS: dict[str, type[StampAutoencoder]] = {"vae": VAE, "ae": AE}
 MODEL_FORMAT = "morphoflow-autoencoder-v1"
 
 
-def build_autoencoder(config: Mapping[str, Any], image_shape: Sequence[int]) -> StampAutoencoder:
+def build_autoencoder(
+    config: Mapping[str, Any], image_shape: Sequence[int], *, detail: bool | None = None
+) -> StampAutoencoder:
     r"""Build the autoencoder of an ``autoencoder`` config block (defaults filled) for stamps (C, H, W).
 
-    Uses the keys ``model`` (vae | ae), ``latent_dim``, ``widths``, ``blocks``, ``psf_aware``, ``asinh_scale``
-    and ``patch``.
+    Uses the keys ``model`` (vae | ae), ``latent_dim``, ``widths``, ``blocks``, ``psf_aware``, ``asinh_scale``,
+    ``patch`` and ``detail`` (the two-level model's detail level, built when ``detail.enabled``, or when
+    ``detail`` is passed, as it says; a block without the key, as in older model files, has none).
     """
 
     kind = config["model"]
     if kind not in MODEL_KINDS:
         raise ValueError(f"config key 'autoencoder.model': unknown model {kind!r} (one of {sorted(MODEL_KINDS)})")
     blocks = config["blocks"]
-    return MODEL_KINDS[kind](
+    model = MODEL_KINDS[kind](
         image_shape=[int(v) for v in image_shape],
         latent_dim=int(config["latent_dim"]),
         widths=[int(v) for v in config["widths"]],
@@ -37,6 +48,21 @@ def build_autoencoder(config: Mapping[str, Any], image_shape: Sequence[int]) -> 
         psf_aware=bool(config["psf_aware"]),
         asinh_scale=float(config["asinh_scale"]),
         patch=int(config["patch"]),
+    )
+    dcfg = config.get("detail")  # absent in model files written before the detail level existed
+    if detail if detail is not None else bool(dcfg and dcfg["enabled"]):
+        add_detail_level(model, dcfg)
+    return model
+
+
+def add_detail_level(model: StampAutoencoder, detail_cfg: Mapping[str, Any]) -> None:
+    r"""Attach the detail level described by an ``autoencoder.detail`` block to ``model``."""
+
+    model.add_detail(
+        channels=int(detail_cfg["channels"]),
+        width=int(detail_cfg["width"]),
+        blocks=int(detail_cfg["blocks"]),
+        components=int(detail_cfg["components"]),
     )
 
 

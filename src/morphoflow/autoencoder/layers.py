@@ -146,8 +146,20 @@ class ConvDecoder(nn.Module):
             layers.append(nn.PixelShuffle(patch))
         self.features = nn.Sequential(*layers)
         self.positive = bool(positive)
+        self.patch = int(patch)
+
+    def logits(self, z: Tensor) -> Tensor:
+        r"""Pre-activation output on the coarse grid, (B, C·patch², H / patch, W / patch): the sub-pixel layout
+        that :meth:`output` turns into stamps (the grid the detail level of a two-level model works on)."""
+
+        x = self.head(z).view(-1, self.first, *self.grid).contiguous(memory_format=torch.channels_last)
+        return self.features[:-1](x) if self.patch > 1 else self.features(x)
+
+    def output(self, logits: Tensor) -> Tensor:
+        r"""Stamps (B, C, H, W) of coarse-grid logits: depth-to-space, then softplus if ``positive``."""
+
+        x = (self.features[-1](logits) if self.patch > 1 else logits).contiguous()
+        return nn.functional.softplus(x) if self.positive else x
 
     def forward(self, z: Tensor) -> Tensor:
-        x = self.head(z).view(-1, self.first, *self.grid).contiguous(memory_format=torch.channels_last)
-        x = self.features(x).contiguous()
-        return nn.functional.softplus(x) if self.positive else x
+        return self.output(self.logits(z))

@@ -24,11 +24,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .detail import DetailLevel
 from .layers import ConvDecoder, ConvEncoder
 
 
 class StampAutoencoder(nn.Module):
     r"""ResNet encoder and mirror decoder on stamps; subclasses define the code (:meth:`encode`).
+
+    Optionally a second, spatial latent (:meth:`add_detail`, :class:`~.detail.DetailLevel`) adds small-scale
+    structure to what the global code decodes to.
 
     Arguments:
         image_shape: (C, H, W) in pixels.
@@ -59,14 +63,43 @@ class StampAutoencoder(nn.Module):
         out = self.outputs_per_dim * self.latent_dim
         self.encoder = ConvEncoder(image_shape, widths, blocks, out, asinh_scale, patch)
         self.decoder = ConvDecoder(image_shape, widths, blocks, self.latent_dim, positive=psf_aware, patch=patch)
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.detail: DetailLevel | None = None
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def decode(self, z: Tensor) -> Tensor:
-        r"""Normalised stamps (B, C, H, W) of codes (B, D) (PSF-free if psf_aware)."""
+    def add_detail(self, channels: int, width: int, blocks: int, components: int) -> DetailLevel:
+        r"""Attach a :class:`~.detail.DetailLevel` (a spatial latent of ``channels`` per decoder cell)."""
 
-        return self.decoder(z)
+        c, _, _ = self.image_shape
+        self.detail = DetailLevel(c * self.decoder.patch**2, self.decoder.patch, channels, width, blocks, components)
+        return self.detail
+
+    @property
+    def detail_grid(self) -> tuple[int, int]:
+        r"""(h, w) of the detail map: the stamp in cells of patch × patch pixels."""
+
+        _, h, w = self.image_shape
+        return h // self.decoder.patch, w // self.decoder.patch
+
+    def decode(self, z: Tensor, detail: Tensor | None = None) -> Tensor:
+        r"""Normalised stamps (B, C, H, W) of codes (B, D) (PSF-free if psf_aware), with a detail map if given."""
+
+        logits = self.decoder.logits(z)
+        if detail is not None:
+            logits = self.detail.refine(logits, detail)
+        return self.decoder.output(logits)
+
+    def generate(self, z: Tensor, u: Tensor | None = None, eps: Tensor | None = None) -> Tensor:
+        r"""Galaxies of global codes ``z``: the detail map is drawn from its prior with the given randomness
+        (``u`` uniforms (B, 1, h, w), ``eps`` normals (B, channels, h, w)); without a detail level, :meth:`decode`."""
+
+        if self.detail is None:
+            return self.decode(z)
+        logits = self.decoder.logits(z)
+        d = self.detail.sample_prior(logits, u, eps)
+        return self.decoder.output(self.detail.refine(logits, d))
 
 
 class VAE(StampAutoencoder):

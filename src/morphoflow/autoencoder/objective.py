@@ -4,13 +4,15 @@ The loss per galaxy is :math:`[\chi^2/2 + \beta\,KL] / (CHW)` (nats per pixel): 
 observed normalised stamp with the decoder output, convolved with the galaxy's PSF when ``psf_aware``,
 under a pixel (white, std ``noise_sigma / norm_scale``) or Fourier (``noise_power / norm_scale²``)
 Gaussian likelihood; KL is the VAE's posterior divergence (0 for the deterministic AE).
+:class:`DetailLoss` is the objective of the detail level of a two-level model (:mod:`.detail`).
 """
 
 from __future__ import annotations
 
-__all__ = ["AutoencoderLoss", "StampTensors", "reconstruct", "stamp_tensors"]
+__all__ = ["AutoencoderLoss", "DetailLoss", "StampTensors", "reconstruct", "stamp_tensors"]
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -140,8 +142,58 @@ class AutoencoderLoss:
 
 @torch.no_grad()
 def reconstruct(model: nn.Module, loss: AutoencoderLoss, x: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Posterior-mean reconstruction: returns ``(z_mean, decoder output, observed-image model)``."""
+    r"""Posterior-mean reconstruction: returns ``(z_mean, decoder output, observed-image model)``.
+
+    With a detail level, the detail map is its posterior mean given the stamp and the smooth decoding.
+    """
 
     mu, _ = model.encode(x)
-    g = model.decode(mu).float()
+    d = None
+    if getattr(model, "detail", None) is not None:
+        d, _ = model.detail.posterior(x, model.decoder.logits(mu))
+    g = model.decode(mu, d).float()
     return mu, g, loss.forward_model(g, index)
+
+
+class DetailLoss:
+    r"""``loss_fn(model, (x, sigma, index, logits))`` of the detail level, the global level frozen.
+
+    The items carry the smooth coarse-grid logits :math:`L` of each galaxy (the frozen global level's
+    posterior-mean decoding). The loss per galaxy is :math:`[\chi^2/2 + \beta\, KL] / (CHW)` nats per pixel with
+    :math:`KL = \log q(d) - \log p(d \mid L)` at one posterior draw (the mixture prior has no closed form).
+    :math:`\beta` follows a schedule: ``beta_start`` for the first ``hold`` fraction of the steps (the decoder
+    learns to use the map before the rate is charged in full: at full weight from the start the map collapses
+    to the prior, measured in docs/substructure.md), then linearly up to ``beta`` over the next ``ramp`` fraction.
+    Validation scores the final objective (:math:`\beta` = ``beta``).
+
+    Arguments:
+        base: The stage-1 loss of the same data (PSF bank, noise model, likelihood).
+        beta, beta_start, hold, ramp: The KL weight schedule (fractions of the training steps).
+    """
+
+    def __init__(self, base: AutoencoderLoss, beta: float, beta_start: float, hold: float, ramp: float):
+        self.base = base
+        self.beta, self.beta_start, self.hold, self.ramp = float(beta), float(beta_start), float(hold), float(ramp)
+        self.beta_now = self.beta
+
+    def set_progress(self, fraction: float | None) -> None:
+        r"""Set the KL weight for the fraction of training steps done (None: the final weight)."""
+
+        if fraction is None:
+            self.beta_now = self.beta
+            return
+        ramp = min(max((fraction - self.hold) / self.ramp, 0.0), 1.0) if self.ramp > 0 else float(fraction >= self.hold)
+        self.beta_now = self.beta_start + (self.beta - self.beta_start) * ramp
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        x, sigma, index, logits = batch
+        mu, logvar = model.detail.posterior(x, logits)
+        eps = torch.randn_like(mu)
+        d = mu + eps * (0.5 * logvar).exp()
+        log_q = -0.5 * (eps.square() + logvar + math.log(2 * math.pi)).flatten(1).sum(1)
+        kl = log_q - model.detail.log_prior(d, logits)
+        g = model.decoder.output(model.detail.refine(logits, d)).float()
+        chi2 = self.base.chi2(x - self.base.forward_model(g, index), sigma, index)
+        npix = x[0].numel()
+        loss = (0.5 * chi2 + self.beta_now * kl).mean() / npix
+        return {"loss": loss, "chi2": chi2.mean() / npix, "kl": kl.mean()}

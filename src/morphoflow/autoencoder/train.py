@@ -9,21 +9,26 @@ from __future__ import annotations
 
 __all__ = ["fingerprint", "resolve_likelihood", "run_train_autoencoder"]
 
+import dataclasses
 import hashlib
 import logging
 import os
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
 
+from ..atomic import atomic_path
 from ..contract import GalaxySet, read_galaxies
 from ..seeding import item_seed
 from ..training import FitResult, TrainSettings, fit
-from .io import build_autoencoder, save_autoencoder
-from .objective import AutoencoderLoss, StampTensors, stamp_tensors
+from .io import add_detail_level, build_autoencoder, save_autoencoder
+from .models import StampAutoencoder
+from .objective import AutoencoderLoss, DetailLoss, StampTensors, stamp_tensors
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,103 @@ def _read_splits(
     return gs_train, gs_val, st, sv
 
 
+@dataclasses.dataclass
+class _Data:
+    r"""The training and validation items of stage 1 and their loss."""
+
+    gs_train: GalaxySet
+    st: StampTensors
+    train_set: TensorDataset  # items (x, sigma, bank index)
+    val_set: TensorDataset
+    loss: AutoencoderLoss
+    fingerprints: dict[str, str]
+
+
+def _prepare(train: str | os.PathLike, val: str | os.PathLike, cfg: Mapping[str, Any]) -> _Data:
+    gs_train, gs_val, st, sv = _read_splits(train, val)
+    n_train, n_val = len(st.x), len(sv.x)
+    # a shared PSF / spectrum (bank of length 1) ignores the index
+    psf = _bank(st.psf, sv.psf, n_train, n_val)
+    power = _bank(st.power, sv.power, n_train, n_val)
+    likelihood = resolve_likelihood(cfg["likelihood"], gs_train)
+    return _Data(
+        gs_train=gs_train,
+        st=st,
+        train_set=TensorDataset(st.x, st.sigma, torch.arange(n_train)),
+        val_set=TensorDataset(sv.x, sv.sigma, torch.arange(n_val) + n_train),
+        loss=AutoencoderLoss(psf, power, bool(cfg["psf_aware"]), likelihood, float(cfg["beta"])),
+        fingerprints={"train": fingerprint(gs_train), "val": fingerprint(gs_val)},
+    )
+
+
+def _train_global(
+    data: _Data, cfg: Mapping[str, Any], seed: int, workdir: str | os.PathLike, history: str | os.PathLike,
+    progress: bool,
+) -> tuple[StampAutoencoder, FitResult]:
+    r"""Stage A: the encoder, the global code and the smooth decoder, trained as one (β-)VAE or AE."""
+
+    image_shape = list(data.gs_train.images.shape[1:])
+    torch.manual_seed(item_seed(seed, 0, "autoencoder-init"))
+    net = build_autoencoder(cfg, image_shape, detail=False)
+    log.info(
+        "training %s (%d parameters, latent_dim %d, likelihood %s, psf_aware %s) on %d galaxies %s, %d val",
+        cfg["model"],
+        sum(p.numel() for p in net.parameters()),
+        net.latent_dim,
+        data.loss.likelihood,
+        data.loss.psf_aware,
+        len(data.train_set),
+        image_shape,
+        len(data.val_set),
+    )
+    omit = ("evaluate", "extract", "threads", "detail")
+    run_key = {"config": {k: v for k, v in cfg.items() if k not in omit}, "seed": seed, **data.fingerprints}
+    settings = TrainSettings.from_config(cfg["train"], seed)
+    result = fit(net, data.loss, data.train_set, data.val_set, settings, workdir, run_key=run_key,
+                 history_path=history, progress=progress)  # fmt: skip
+    return net, result
+
+
+@torch.no_grad()
+def smooth_logits(net: StampAutoencoder, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    r"""Coarse-grid logits of the posterior-mean (smooth) decoding of normalised stamps ``x`` (N, C, H, W)."""
+
+    net.eval()
+    out = [net.decoder.logits(net.encode(x[i : i + batch_size])[0]) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).float().contiguous()
+
+
+def _train_detail(
+    net: StampAutoencoder, data: _Data, cfg: Mapping[str, Any], seed: int, workdir: Path, global_fit: FitResult,
+    progress: bool,
+) -> FitResult:
+    r"""Stage B: the detail level on the frozen global level (:class:`~.objective.DetailLoss`)."""
+
+    dcfg = cfg["detail"]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(item_seed(seed, 0, "detail-init"))
+    add_detail_level(net, dcfg)
+    train_set = TensorDataset(*data.train_set.tensors, smooth_logits(net, data.train_set.tensors[0]))
+    val_set = TensorDataset(*data.val_set.tensors, smooth_logits(net, data.val_set.tensors[0]))
+    loss = DetailLoss(data.loss, dcfg["beta"], dcfg["beta_start"], dcfg["hold_fraction"], dcfg["ramp_fraction"])
+    log.info("training the detail level (%d parameters, %d numbers per cell on a %dx%d grid)",
+             sum(p.numel() for p in net.detail.parameters()), net.detail.channels, *net.detail_grid)  # fmt: skip
+    run_key = {"detail": dict(dcfg), "global_steps": global_fit.steps, "global_val": global_fit.best_val_loss,
+               "seed": seed, **data.fingerprints}  # fmt: skip
+    settings = TrainSettings.from_config(dcfg["train"], seed)
+    return fit(net, loss, train_set, val_set, settings, workdir / "detail", run_key=run_key,
+               history_path=workdir / "detail" / "history.csv", progress=progress)  # fmt: skip
+
+
+def _write_history(path: str | os.PathLike, parts: dict[str, pd.DataFrame]) -> None:
+    r"""One history file for both levels, a ``level`` column telling them apart."""
+
+    frames = [df.assign(level=level) for level, df in parts.items()]
+    with atomic_path(path) as tmp:
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+
+
 def run_train_autoencoder(
     *,
     train: str | os.PathLike,
@@ -92,66 +194,50 @@ def run_train_autoencoder(
 ) -> FitResult:
     r"""Rule ``train_autoencoder``: train the configured autoencoder and write the model and its history.
 
+    With ``autoencoder.detail.enabled`` training has two stages: the global level (encoder, global code,
+    smooth decoder), then the detail level on it, frozen (:mod:`morphoflow.autoencoder.detail`).
+
     Arguments:
         train, val: Contract galaxy files with the ``norm_scale`` attribute (counts).
         model: Output model file (:func:`~morphoflow.autoencoder.io.save_autoencoder`).
-        history: Output per-epoch history (CSV).
+        history: Output per-epoch history (CSV; column ``level``: ``global`` or ``detail``).
         checkpoints: Checkpoint folder (kept across failed runs; a rerun resumes).
         config: ``{"autoencoder": ..., "seed": ...}`` from the validated config.
+
+    Returns:
+        The fit of the last stage.
     """
 
     cfg, seed = config["autoencoder"], int(config["seed"])
-    gs_train, gs_val, st, sv = _read_splits(train, val)
-    likelihood = resolve_likelihood(cfg["likelihood"], gs_train)
-    n_train, n_val = len(st.x), len(sv.x)
-    # items (x, sigma, bank index); a shared PSF / spectrum (bank of length 1) ignores the index
-    train_set = TensorDataset(st.x, st.sigma, torch.arange(n_train))
-    val_set = TensorDataset(sv.x, sv.sigma, torch.arange(n_val) + n_train)
-    psf = _bank(st.psf, sv.psf, n_train, n_val)
-    power = _bank(st.power, sv.power, n_train, n_val)
+    data = _prepare(train, val, cfg)
+    workdir = Path(checkpoints)
+    net, result = _train_global(data, cfg, seed, workdir, history, progress)
+    parts = {"global": result.history}
+    if cfg["detail"]["enabled"]:
+        result = _train_detail(net, data, cfg, seed, workdir, result, progress)
+        parts["detail"] = result.history
+    _write_history(history, parts)
+    save_autoencoder(model, net, _meta(net, cfg, data, seed, result))
+    log.info("wrote %s (best val loss %.5g after %d steps)", model, result.best_val_loss, result.steps)
+    return result
 
-    image_shape = list(gs_train.images.shape[1:])
-    torch.manual_seed(item_seed(seed, 0, "autoencoder-init"))
-    net = build_autoencoder(cfg, image_shape)
-    loss = AutoencoderLoss(psf, power, bool(cfg["psf_aware"]), likelihood, float(cfg["beta"]))
-    settings = TrainSettings.from_config(cfg["train"], seed)
-    n_params = sum(p.numel() for p in net.parameters())
-    log.info(
-        "training %s (%d parameters, latent_dim %d, likelihood %s, psf_aware %s) on %d galaxies %s, %d val",
-        cfg["model"],
-        n_params,
-        net.latent_dim,
-        likelihood,
-        loss.psf_aware,
-        n_train,
-        image_shape,
-        n_val,
-    )
-    run_key = {
-        "config": {k: v for k, v in cfg.items() if k not in ("evaluate", "extract", "threads")},
-        "seed": seed,
-        "train": fingerprint(gs_train),
-        "val": fingerprint(gs_val),
-    }
-    result = fit(
-        net, loss, train_set, val_set, settings, checkpoints, run_key=run_key, history_path=history, progress=progress
-    )
-    meta = {
+
+def _meta(net: StampAutoencoder, cfg: Mapping[str, Any], data: _Data, seed: int, result: FitResult) -> dict:
+    attrs = data.gs_train.attrs
+    return {
         "config": dict(cfg),
         "model": cfg["model"],
         "latent_dim": int(net.latent_dim),
-        "psf_aware": loss.psf_aware,
-        "likelihood": likelihood,
-        "image_shape": image_shape,
-        "norm_scale": st.norm_scale,
-        "pixel_scale_arcsec": float(gs_train.attrs["pixel_scale_arcsec"]),
-        "band": str(gs_train.attrs["band"]),
-        "zeropoint_ab": float(gs_train.attrs["zeropoint_ab"]),
+        "psf_aware": data.loss.psf_aware,
+        "likelihood": data.loss.likelihood,
+        "image_shape": list(data.gs_train.images.shape[1:]),
+        "norm_scale": data.st.norm_scale,
+        "pixel_scale_arcsec": float(attrs["pixel_scale_arcsec"]),
+        "band": str(attrs["band"]),
+        "zeropoint_ab": float(attrs["zeropoint_ab"]),
         "seed": seed,
-        "n_parameters": int(n_params),
+        "detail": net.detail is not None,
+        "n_parameters": sum(p.numel() for p in net.parameters()),
         "best_val_loss": float(result.best_val_loss),
         "steps": int(result.steps),
     }
-    save_autoencoder(model, net, meta)
-    log.info("wrote %s (best val loss %.5g after %d steps)", model, result.best_val_loss, result.steps)
-    return result

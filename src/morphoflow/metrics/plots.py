@@ -191,7 +191,7 @@ def _losses(path: Any, histories: dict[str, Any]) -> None:
             ax.set_title(f"{name}: no history")
             continue
         h = pd.read_csv(p)
-        x = h["epoch"] if "epoch" in h else np.arange(len(h))
+        x = h["epoch"] if "epoch" in h and "level" not in h else np.arange(len(h))  # levels: one after the other
         for col in ("train_loss", "val_loss"):
             if col in h:
                 ax.plot(x, h[col], label=col)

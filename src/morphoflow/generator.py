@@ -205,7 +205,8 @@ class Generator:
             conditions: ``{column: value or array}`` or a DataFrame with the :attr:`context_columns`
                 (e.g. ``mag`` [AB mag], ``hlr_arcsec`` [arcsec], ``redshift``); scalars broadcast.
             n: Draws per condition row.
-            seed: Seed; image ``k`` uses ``item_seed(seed, k, "generator")``.
+            seed: Seed; image ``k`` uses ``item_seed(seed, k, "generator")`` for its global latent and
+                ``item_seed(seed, k, "generator-detail")`` for its detail map (two-level models).
             on_out_of_range: ``warn`` or ``error`` (default: the generator's policy).
         """
 
@@ -214,7 +215,7 @@ class Generator:
         context = self.flow.context_matrix(table, policy)
         seeds = np.array([item_seed(seed, k, "generator") for k in range(len(table))], dtype=np.int64)
         z = self.flow.sample(context, seeds)
-        images = decode_latents(self.decoder, z, float(self.meta["norm_scale"]), batch_size=self.batch_size)
+        images = self.decode(z, seed)
         return GeneratedGalaxies(
             images=images,
             pixel_scale_arcsec=self.pixel_scale_arcsec,
@@ -224,6 +225,17 @@ class Generator:
             band=str(self.meta.get("band", "")),
             zeropoint_ab=float(self.meta.get("zeropoint_ab", float("nan"))),
         )
+
+    def decode(self, z: np.ndarray, seed: int = 0) -> np.ndarray:
+        r"""PSF-free images (N, C, H, W) in counts of global latents ``z`` (N, D).
+
+        A two-level model draws each image's detail map (clumps, small-scale structure) from its prior,
+        image ``k`` with ``item_seed(seed, k, "generator-detail")``: decoding one latent with several seeds
+        gives the same galaxy with different substructure.
+        """
+
+        seeds = [item_seed(seed, k, "generator-detail") for k in range(len(z))]
+        return decode_latents(self.decoder, z, float(self.meta["norm_scale"]), seeds=seeds, batch_size=self.batch_size)
 
     def galsim_objects(
         self,

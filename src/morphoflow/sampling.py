@@ -22,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "METHODS",
     "decode_latents",
+    "detail_noise",
     "observe",
     "run_sample",
     "sample_latents",
@@ -52,21 +53,44 @@ log = logging.getLogger("morphoflow.sampling")
 METHODS = ("flow", "gaussian")
 
 
+def detail_noise(model: torch.nn.Module, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    r"""The randomness of each galaxy's detail map: uniforms (N, 1, h, w) and normals (N, channels, h, w),
+    row ``i`` from ``numpy.random.default_rng(seeds[i])``; None for a model without a detail level."""
+
+    level = getattr(model, "detail", None)
+    if level is None:
+        return None
+    u_shape, e_shape = level.noise_shapes(1, model.detail_grid)
+    u = np.empty((len(seeds), *u_shape[1:]), np.float32)
+    eps = np.empty((len(seeds), *e_shape[1:]), np.float32)
+    for i, s in enumerate(seeds):
+        rng = np.random.default_rng(int(s))
+        u[i], eps[i] = rng.random(u_shape[1:]), rng.standard_normal(e_shape[1:])
+    return u, eps
+
+
 @torch.no_grad()
 def decode_latents(
     decoder: torch.nn.Module,
     z: np.ndarray,
     norm_scale: float,
     *,
+    seeds: Sequence[int] | None = None,
     batch_size: int = 256,
     progress: bool = False,
 ) -> np.ndarray:
     r"""Decode latents (N, D) to PSF-free noiseless images (N, C, H, W) in counts.
 
-    ``decoder.decode(z)`` returns normalised images; they are multiplied by ``norm_scale`` (counts).
+    ``decoder.generate(z, u, eps)`` returns normalised images, which are multiplied by ``norm_scale`` (counts).
+    A two-level model draws each galaxy's detail map from its prior with the randomness of
+    :func:`detail_noise` (``seeds``: one per galaxy, required then), so a galaxy's image does not depend on
+    its batch.
     """
 
     decoder.eval()
+    noise = detail_noise(decoder, seeds) if seeds is not None else None
+    if noise is None and getattr(decoder, "detail", None) is not None:
+        raise ValueError("decode_latents: a two-level model needs one seed per galaxy for its detail maps")
     try:
         device = next(decoder.parameters()).device
     except StopIteration:  # pragma: no cover - a decoder always has weights
@@ -74,7 +98,12 @@ def decode_latents(
     out = []
     for i in tqdm(range(0, len(z), batch_size), file=sys.stderr, disable=not progress, desc="decode", unit="batch"):
         zb = torch.as_tensor(np.asarray(z[i : i + batch_size], np.float32), device=device)
-        out.append((decoder.decode(zb).float() * float(norm_scale)).cpu().numpy())
+        if noise is None:
+            g = decoder.decode(zb)
+        else:
+            u, eps = (torch.as_tensor(a[i : i + batch_size], device=device) for a in noise)
+            g = decoder.generate(zb, u, eps)
+        out.append((g.float() * float(norm_scale)).cpu().numpy())
     if not out:
         raise ValueError("decode_latents: no latent to decode")
     return np.concatenate(out).astype(np.float32)
@@ -208,7 +237,10 @@ def run_sample(
     log.info("sampling %d '%s' latents (D=%d)", len(ids), method, latent_dim)
     z = sample_latents(method, ids, seed, latent_dim, flow=cflow, context=context)
     batch_size = int(scfg["batch_size"])
-    truth = decode_latents(decoder, z, float(meta["norm_scale"]), batch_size=batch_size, progress=progress)
+    detail_seeds = [item_seed(seed, int(i), f"sample-{method}-detail") for i in ids]
+    truth = decode_latents(
+        decoder, z, float(meta["norm_scale"]), seeds=detail_seeds, batch_size=batch_size, progress=progress
+    )
     noise_seeds = [item_seed(seed, int(i), f"sample-{method}-noise") for i in ids]
     images = observe(truth, gs.psf, gs.noise_sigma, gs.noise_power, noise_seeds, batch_size=batch_size)
 

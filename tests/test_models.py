@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -117,10 +118,9 @@ def test_save_load_roundtrip_and_bad_files(tmp_path):
 
 def test_train_autoencoder_from_files(tmp_path):
     paths = write_split(tmp_path / "data", n=32, size=32, per_galaxy_psf=True)
-    config = {
-        "autoencoder": ae_config(likelihood="auto", train={"max_epochs": 2, "batch_size": 16, "device": "cpu"}),
-        "seed": 5,
-    }
+    tiny_train = {"max_epochs": 2, "batch_size": 16, "device": "cpu"}
+    detail = {"width": 8, "blocks": 1, "train": tiny_train}
+    config = {"autoencoder": ae_config(likelihood="auto", train=tiny_train, detail=detail), "seed": 5}
 
     def train(val, model, history, checkpoints):
         return run_train_autoencoder(
@@ -134,8 +134,11 @@ def test_train_autoencoder_from_files(tmp_path):
         )
 
     res = train(paths["val"], "model.pt", "history.csv", "ckpt")
-    assert res.steps == 4 and (tmp_path / "history.csv").exists()
-    _, meta = load_autoencoder(tmp_path / "model.pt")
+    assert res.steps == 4  # the detail level's fit, after the global level's
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["level"]) == ["global"] * 2 + ["detail"] * 2 and "val_kl" in history
+    net, meta = load_autoencoder(tmp_path / "model.pt")
+    assert net.detail is not None and meta["detail"] is True
     assert meta["likelihood"] == "pixel" and meta["norm_scale"] == 1.0 and meta["seed"] == 5
     assert meta["pixel_scale_arcsec"] == pytest.approx(0.1) and meta["band"] == "F814W"
     # rerun: resumes the finished run from the checkpoint, identical weights

@@ -206,7 +206,9 @@ def plot_loss(history: pd.DataFrame, path: str | os.PathLike) -> None:
         for split, style in (("train", "-"), ("val", "--")):
             for level in dict.fromkeys(levels):
                 rows = (levels == level).to_numpy()
-                ax.plot(np.flatnonzero(rows), history[f"{split}_{c}"][rows], style, marker=".", label=f"{split} {level}")
+                ax.plot(
+                    np.flatnonzero(rows), history[f"{split}_{c}"][rows], style, marker=".", label=f"{split} {level}"
+                )
         ax.set_xlabel("epoch (global, then detail)" if levels.nunique() > 1 else "epoch")
         ax.set_ylabel(c)
         if c != "kl" and (history[[f"train_{c}", f"val_{c}"]].to_numpy() > 0).all():

@@ -13,8 +13,8 @@ import dataclasses
 import hashlib
 import logging
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,7 +115,11 @@ def _prepare(train: str | os.PathLike, val: str | os.PathLike, cfg: Mapping[str,
 
 
 def _train_global(
-    data: _Data, cfg: Mapping[str, Any], seed: int, workdir: str | os.PathLike, history: str | os.PathLike,
+    data: _Data,
+    cfg: Mapping[str, Any],
+    seed: int,
+    workdir: str | os.PathLike,
+    history: str | os.PathLike,
     progress: bool,
 ) -> tuple[StampAutoencoder, FitResult]:
     r"""Stage A: the encoder, the global code and the smooth decoder, trained as one (β-)VAE or AE."""
@@ -152,7 +156,12 @@ def smooth_logits(net: StampAutoencoder, x: torch.Tensor, batch_size: int = 256)
 
 
 def _train_detail(
-    net: StampAutoencoder, data: _Data, cfg: Mapping[str, Any], seed: int, workdir: Path, global_fit: FitResult,
+    net: StampAutoencoder,
+    data: _Data,
+    cfg: Mapping[str, Any],
+    seed: int,
+    workdir: Path,
+    global_fit: FitResult,
     progress: bool,
 ) -> FitResult:
     r"""Stage B: the detail level on the frozen global level (:class:`~.objective.DetailLoss`)."""

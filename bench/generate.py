@@ -97,7 +97,7 @@ def generation_speed(gen: Generator, cond: dict, n: int, batch: int) -> dict:
     z = gen.flow.sample(ctx, seeds)
     from morphoflow.sampling import decode_latents
 
-    t_dec = timed(lambda: decode_latents(gen.decoder, z, 1.0, batch_size=batch), key="decode")
+    t_dec = timed(lambda: decode_latents(gen.decoder, z, 1.0, seeds=seeds, batch_size=batch), key="decode")
     return dict(
         generate_galaxies_per_s=n / t_total,
         generate_wall_s=t_total,

@@ -84,4 +84,5 @@ def _metrics_inputs(wildcards):
         "ae_history": f"{RESULTS}/autoencoder/history.csv",
         "flow_metrics": f"{RESULTS}/flow/test_metrics.json",
         "flow_history": f"{RESULTS}/flow/history.csv",
+        "draws": f"{RESULTS}/samples/draws_spread.json",
     }

@@ -27,3 +27,27 @@ rule sample:
         config=pick("sample", "seed", "flow.out_of_range"),
     script:
         "../workflow/scripts/sample.py"
+
+
+rule plot_draws:
+    input:
+        test=f"{RESULTS}/data/test.h5",
+        autoencoder=f"{RESULTS}/autoencoder/model.pt",
+        flow=f"{RESULTS}/flow/model.pt",
+    output:
+        plot=report(f"{RESULTS}/plots/draws.png", caption="../report/draws.rst", category="Generated galaxies"),
+        spread=f"{RESULTS}/samples/draws_spread.json",
+    log:
+        log_path("plot_draws"),
+    benchmark:
+        bench_path("plot_draws")
+    conda:
+        "../envs/morphoflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime_min(10),
+    params:
+        config=pick("sample", "seed"),
+    script:
+        "../workflow/scripts/plot_draws.py"

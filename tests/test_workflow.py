@@ -58,6 +58,11 @@ def test_dag_produces_metrics_summary_plots_logs(tiny_run):
     assert ae["test_chi2_per_pixel"] > 0.5
     assert (tiny_run / "results/summary.md").read_text().strip()
     assert list((tiny_run / "results/plots").glob("*.png"))
+    # one set of conditions drawn 8 times: the detail maps differ (two-level model), so do full draws
+    draws = json.loads((tiny_run / "results/samples/draws_spread.json").read_text())
+    assert len(draws["spread"]["detail"]) == 3 and min(draws["spread"]["detail"]) > 0.0
+    assert min(draws["spread"]["flow"]) > 0.0
+    assert (tiny_run / "results/plots/draws.png").stat().st_size > 10_000
     rules_run = {p.stem for p in (tiny_run / "benchmarks").glob("*.tsv")}
     assert {"preprocess", "train_autoencoder", "train_flow", "sample_flow", "sample_gaussian"} <= rules_run
     assert {p.stem for p in (tiny_run / "logs").glob("*.log")} >= rules_run

@@ -244,7 +244,7 @@ def read_benchmarks(paths: Sequence[str | os.PathLike], skip: tuple[str, ...] = 
 
 #: Optional inputs of rule ``metrics`` from the other stages (keys of ``upstream`` of :func:`run_metrics`).
 UPSTREAM: tuple[str, ...] = (
-    "train", "val", "cleaning", "latents", "ae_metrics", "ae_history", "flow_metrics", "flow_history",
+    "train", "val", "cleaning", "latents", "ae_metrics", "ae_history", "flow_metrics", "flow_history", "draws",
 )  # fmt: skip
 #: Keys copied from the stage summaries: required, then optional ones.
 AE_KEYS = ("test_chi2_per_pixel", "test_chi2_per_pixel_stamp", "test_mse", "test_ssim")
@@ -436,6 +436,8 @@ def assemble(
     if "flow_metrics" in upstream:
         metrics["flow"] = _read_json(upstream["flow_metrics"], FLOW_KEYS)
     metrics["generation"] = generation
+    if "draws" in upstream:
+        metrics["draws"] = _read_json(upstream["draws"], ("spread",))["spread"]
     files = sorted(Path(benchmarks).glob("*.tsv")) if benchmarks is not None else []
     metrics["timing_s"] = read_benchmarks(files, skip=("metrics",))
     return metrics

@@ -1,6 +1,6 @@
 r"""Benchmark: training throughput (images/s) of the default stage-1 model on CPU, and peak memory.
 
-Runs :func:`morphoflow.training.fit` for one epoch on synthetic 64 x 64 stamps (Gaussian blobs + unit
+Runs :func:`morphoflow.training.fit` for one epoch (the global level, then the detail level when enabled) on synthetic 64 x 64 stamps (Gaussian blobs + unit
 white noise, a Gaussian PSF) with the default ``autoencoder`` config (its ``train`` block, 1 epoch, CPU,
 10 warm-up steps), 2 torch threads, and the same
 measurement for a plain 0.5 M-parameter conv VAE (4 stride-2 convs, dense bottleneck, 4 transposed convs)
@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from morphoflow.autoencoder import build_autoencoder
-from morphoflow.autoencoder.objective import AutoencoderLoss
+from morphoflow.autoencoder.io import add_detail_level
+from morphoflow.autoencoder.objective import AutoencoderLoss, DetailLoss
+from morphoflow.autoencoder.train import smooth_logits
 from morphoflow.config import load_config
 from morphoflow.training import TrainSettings, fit
 
@@ -90,6 +92,27 @@ def throughput(model: nn.Module, psf_aware: bool, x: torch.Tensor, psf: torch.Te
         return len(x) / (time.perf_counter() - t0)
 
 
+def detail_throughput(model: nn.Module, x: torch.Tensor, psf: torch.Tensor, cfg: dict) -> float:
+    r"""Images/s of stage B (the detail level on the frozen global level), as in ``_train_detail``."""
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(0)
+    add_detail_level(model, cfg["detail"])
+    bs = int(cfg["detail"]["train"]["batch_size"])
+    with torch.no_grad():
+        logits = smooth_logits(model, x)
+    data = torch.utils.data.TensorDataset(x, torch.ones(len(x)), torch.arange(len(x)), logits)
+    val = torch.utils.data.TensorDataset(*(t[:bs] for t in data.tensors))
+    loss = DetailLoss(AutoencoderLoss(psf, None, bool(cfg["psf_aware"]), "pixel", 0.1), 1.0, 0.1, 0.4, 0.3)
+    settings = TrainSettings.from_config(dict(cfg["detail"]["train"], max_epochs=1, device="cpu", warmup_steps=10), 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        fit(model, loss, val, val, settings, tmp + "/warm", run_key={}, progress=False)
+        t0 = time.perf_counter()
+        fit(model, loss, data, val, settings, tmp + "/run", run_key={}, progress=False)
+        return len(x) / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1024)
@@ -101,8 +124,9 @@ def main() -> None:
     cfg = load_config("config/config.yaml")["autoencoder"]
     x, psf = synthetic(args.n, args.size)
     torch.manual_seed(0)
-    model = build_autoencoder(cfg, (1, args.size, args.size))
+    model = build_autoencoder(cfg, (1, args.size, args.size), detail=False)  # stage A: the global level
     ours = throughput(model, bool(cfg["psf_aware"]), x, psf, cfg["train"])
+    detail = detail_throughput(model, x, psf, cfg) if cfg["detail"]["enabled"] else None
     torch.manual_seed(0)
     plain = PlainVAE(args.size)
     ref = throughput(plain, False, x, psf, cfg["train"])
@@ -117,6 +141,8 @@ def main() -> None:
                 "patch": cfg["patch"],
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "train_images_per_s": round(ours, 1),
+                "detail_parameters": sum(p.numel() for p in model.detail.parameters()) if detail else 0,
+                "detail_train_images_per_s": round(detail, 1) if detail else None,
                 "plain_vae_parameters": sum(p.numel() for p in plain.parameters()),
                 "plain_vae_images_per_s": round(ref, 1),
                 "speedup_vs_plain": round(ours / ref, 2),

@@ -186,3 +186,15 @@ def test_galsim_objects_convolve_like_the_pixels():
         # a GalSim simulation can shear it and convolve it with its own PSF; the flux (counts) is kept
         sim = galsim.Convolve(obj.shear(g1=0.05), psf).drawImage(nx=64, ny=64, scale=PIXEL_SCALE)
         assert sim.array.sum() == pytest.approx(ref.sum(), rel=0.02)
+
+
+def test_per_image_seeds_give_the_single_draws(model_dir):
+    gen = Generator.load(model_dir)
+    cond = {"mag": [18.0, 19.0, 20.0], "hlr_arcsec": 0.4, "redshift": [0.5, 1.0, 1.5]}
+    batch = gen.sample(cond, seeds=[7, 8, 9])
+    for k, s in enumerate([7, 8, 9]):
+        alone = gen.sample({c: np.atleast_1d(v)[min(k, len(np.atleast_1d(v)) - 1)] for c, v in cond.items()}, seed=s)
+        np.testing.assert_allclose(batch.images[k], alone.images[0], rtol=1e-4, atol=1e-6)
+        assert batch.seeds[k] == alone.seeds[0]
+    with pytest.raises(ValueError, match="2 seeds for 3 images"):
+        gen.sample(cond, seeds=[1, 2])

@@ -49,7 +49,7 @@ __all__ = ["GeneratedGalaxies", "Generator", "to_galsim"]
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,7 @@ class Generator:
         n: int = 1,
         seed: int = 0,
         *,
+        seeds: Sequence[int] | None = None,
         on_out_of_range: str | None = None,
     ) -> GeneratedGalaxies:
         r"""Draw ``n`` galaxies per condition row; the same ``seed`` gives identical images.
@@ -207,20 +208,31 @@ class Generator:
             n: Draws per condition row.
             seed: Seed; image ``k`` uses ``item_seed(seed, k, "generator")`` for its global latent and
                 ``item_seed(seed, k, "generator-detail")`` for its detail map (two-level models).
+            seeds: One seed per image instead of ``seed`` (``n`` x rows of them): image ``k`` is then the
+                one that ``sample(row_k, n=1, seed=seeds[k])`` draws, whatever the batch it is drawn in.
             on_out_of_range: ``warn`` or ``error`` (default: the generator's policy).
         """
 
         table = self.conditions_table(conditions, n)
         policy = _policy(on_out_of_range or self.on_out_of_range)
         context = self.flow.context_matrix(table, policy)
-        seeds = np.array([item_seed(seed, k, "generator") for k in range(len(table))], dtype=np.int64)
-        z = self.flow.sample(context, seeds)
-        images = self.decode(z, seed)
+        if seeds is None:
+            pairs = [(seed, k) for k in range(len(table))]
+        else:
+            pairs = [(int(s), 0) for s in np.asarray(seeds, dtype=np.int64).ravel()]
+            if len(pairs) != len(table):
+                raise ValueError(f"seeds: {len(pairs)} seeds for {len(table)} images")
+        latent_seeds = np.array([item_seed(s, k, "generator") for s, k in pairs], dtype=np.int64)
+        z = self.flow.sample(context, latent_seeds)
+        detail_seeds = [item_seed(s, k, "generator-detail") for s, k in pairs]
+        images = decode_latents(
+            self.decoder, z, float(self.meta["norm_scale"]), seeds=detail_seeds, batch_size=self.batch_size
+        )
         return GeneratedGalaxies(
             images=images,
             pixel_scale_arcsec=self.pixel_scale_arcsec,
             conditions=table,
-            seeds=seeds,
+            seeds=latent_seeds,
             z=z,
             band=str(self.meta.get("band", "")),
             zeropoint_ab=float(self.meta.get("zeropoint_ab", float("nan"))),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from .atomic import DiskFullError, atomic_path
 
 
 class ModelFileError(ValueError):
@@ -35,8 +35,26 @@ class ModelFileError(ValueError):
 def save_torch_file(path: str | os.PathLike, file_format: str, payload: dict[str, Any]) -> None:
     r"""Write ``payload`` with ``format = file_format`` to ``path`` atomically (``torch.save``)."""
 
-    with atomic_path(path) as tmp:
-        torch.save({"format": file_format, **payload}, tmp)
+    size = _nbytes(payload) + 2**16
+    with atomic_path(path, size=size) as tmp:
+        try:
+            torch.save({"format": file_format, **payload}, tmp)
+        except RuntimeError as err:  # torch's writer reports a short write (full disk) as "unexpected pos"
+            if "unexpected pos" not in str(err):
+                raise
+            raise DiskFullError(f"{path}: disk full while writing (short write); needs about {size} bytes") from err
+
+
+def _nbytes(x: Any) -> int:
+    r"""Bytes of the tensors and arrays in a nested payload (the bulk of a torch file)."""
+
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return int(x.nbytes) if isinstance(x, np.ndarray) else x.element_size() * x.nelement()
+    if isinstance(x, Mapping):
+        return sum(_nbytes(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return sum(_nbytes(v) for v in x)
+    return 0
 
 
 def load_torch_file(path: str | os.PathLike, file_format: str, *, what: str, remedy: str = "") -> dict[str, Any]:

@@ -90,7 +90,7 @@ def write_fits(path: str | os.PathLike, gen: GeneratedGalaxies, *, overwrite: bo
     table = Table.from_pandas(gen.conditions)
     table["seed"] = gen.seeds
     thdu = fits.BinTableHDU(table, name="CONDITIONS")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=cube.nbytes + 2**16) as tmp:
         fits.HDUList([primary, thdu]).writeto(tmp)
 
 

@@ -321,7 +321,9 @@ def write_galaxies(path: str | os.PathLike, gs: GalaxySet, *, compression: int =
     _n, c, h, w = gs.images.shape
     opts = dict(compression="gzip", compression_opts=compression, shuffle=True)
 
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    arrays = (gs.images, gs.psf, gs.truth, gs.noise_power, gs.noise_sigma, *gs.catalog.values())
+    size = sum(np.asarray(a).size * 8 for a in arrays if a is not None) // 2 + 2**16  # float32 pixels, headers
+    with atomic_path(path, size=size) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("images", data=gs.images.astype(np.float32), chunks=(1, c, h, w), **opts)
         f.create_dataset("psf", data=gs.psf.astype(np.float32), chunks=(1, c, h, w), **opts)
         f.create_dataset("noise_sigma", data=gs.noise_sigma.astype(np.float32))

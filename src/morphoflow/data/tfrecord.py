@@ -28,7 +28,7 @@ def write_tfrecord(path: str | os.PathLike, gs: GalaxySet) -> None:
 
     shape = [int(s) for s in gs.images.shape[1:]]
     floats = [k for k, v in gs.catalog.items() if k != "id" and np.asarray(v).dtype.kind == "f"]
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=gs.images.size * 4 + len(gs) * 1024) as tmp:
         writer = TFRecordWriter(str(tmp))
         try:
             for i in range(len(gs)):

@@ -13,8 +13,8 @@ import dataclasses
 import hashlib
 import logging
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -97,7 +97,7 @@ def rerun_advice(path: str | os.PathLike) -> str:
     rule = WRITER_FOLDERS.get(p.parent.name, WRITERS.get(p.name))
     if rule is None:
         return "write it again"
-    return f"rerun the rule that wrote it: snakemake --forcerun {rule or p} <targets>"
+    return f"rerun the rule that wrote it: snakemake --forcerun {rule or p}"
 
 
 @contextmanager

@@ -38,7 +38,8 @@ def save_torch_file(path: str | os.PathLike, file_format: str, payload: dict[str
     size = _nbytes(payload) + 2**16
     with atomic_path(path, size=size) as tmp:
         try:
-            torch.save({"format": file_format, **payload}, tmp)
+            with open(tmp, "wb") as f:  # through a file object: the archive's folder is "archive", not the tmp name
+                torch.save({"format": file_format, **payload}, f)
         except RuntimeError as err:  # torch's writer reports a short write (full disk) as "unexpected pos"
             if "unexpected pos" not in str(err):
                 raise

@@ -41,13 +41,12 @@ def setup_rule(log: str | os.PathLike | None = None, threads: int = 1, name: str
         force=True,
     )
     logging.captureWarnings(True)
-    logger = logging.getLogger(name)
-    log_uncaught(logger)
-    return logger
+    log_uncaught()
+    return logging.getLogger(name)
 
 
-def log_uncaught(logger: logging.Logger) -> None:
-    r"""Install a ``sys.excepthook`` that writes an uncaught exception to ``logger``'s handlers.
+def log_uncaught() -> None:
+    r"""Install a ``sys.excepthook`` that writes an uncaught exception to the log files of the root logger.
 
     The record ends with the traceback and the line ``rule failed: <ExceptionType>: <message>``, so the
     last line of the rule's log names the cause. Snakemake runs a rule's ``script:`` as its own Python

@@ -33,6 +33,7 @@ from morphoflow.contract import ContractError, check_file, read_galaxies, write_
 from morphoflow.data.archive import ArchiveError, safe_extract
 from morphoflow.data.download import DownloadError, verify
 from morphoflow.data.preprocess import MIN_TEST_HALF, PreprocessError, run_preprocess
+from morphoflow.data.tfrecord import write_tfrecord
 from morphoflow.flow.io import FLOW_FORMAT, FLOW_WHAT
 from morphoflow.flow.train import run_train_flow
 from morphoflow.training import CHECKPOINT_FORMAT
@@ -320,19 +321,29 @@ def test_disk_full_contract_writer_names_path_and_bytes(tiny, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_disk_full_at_the_first_failing_write(tmp_path):
+WRITES = {
+    "h5py": 'with h5py.File(tmp, "w") as f: f.create_dataset("x", data=np.zeros(200_000))',
+    "astropy": "fits.PrimaryHDU(np.zeros((64, 32, 32), np.float32)).writeto(tmp)",
+    "python": "tmp.write_bytes(bytes(200_000))",
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITES))
+def test_disk_full_at_the_first_failing_write(tmp_path, writer):
+    out = tmp_path / "x.out"
     res = python(
         f"""
         import h5py, numpy as np
+        from astropy.io import fits
         from morphoflow.atomic import atomic_path
-        with atomic_path({str(tmp_path / "x.h5")!r}) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("x", data=np.zeros(200_000))
+        with atomic_path({str(out)!r}) as tmp:
+            {WRITES[writer]}
         """,
         preexec_fn=_fsize_limit(100_000),
     )
-    assert res.returncode == 1, res.stderr[-2000:]
+    assert res.returncode == 1, res.stderr[-2000:]  # an exception, not SIGSEGV or SIGXFSZ
     last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"morphoflow.atomic.DiskFullError: {tmp_path / 'x.h5'}: disk full while writing"), last
+    assert last.startswith(f"morphoflow.atomic.DiskFullError: {out}: disk full while writing"), res.stderr[-2000:]
     assert not list(tmp_path.iterdir())
 
 
@@ -392,22 +403,24 @@ def test_foreign_checkpoint_is_refused(tmp_path):
 
 
 def test_tfrecord_is_byte_identical_across_processes(tiny, tmp_path):
+    test = tiny / "results/data/test.h5"
+    write_tfrecord(tmp_path / "here.tfrecord", read_galaxies(test))
     code = """
         import sys
         from morphoflow.contract import read_galaxies
         from morphoflow.data.tfrecord import write_tfrecord
         write_tfrecord(sys.argv[2], read_galaxies(sys.argv[1]))
     """
-    for seed in ("1", "2"):
-        res = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code), str(tiny / "results/data/test.h5"), str(tmp_path / seed)],
-            env=env() | {"PYTHONHASHSEED": seed},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert res.returncode == 0, res.stderr
-    assert (tmp_path / "1").read_bytes() == (tmp_path / "2").read_bytes()
+    seed = "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"  # another string hash than this process's
+    res = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(test), str(tmp_path / "there.tfrecord")],
+        env=env() | {"PYTHONHASHSEED": seed},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "here.tfrecord").read_bytes() == (tmp_path / "there.tfrecord").read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -501,19 +514,38 @@ def test_checksum_mismatch(tmp_path):
         verify(tmp_path / "f.bin", "sha256:" + "0" * 64)
 
 
+KILL_TRAIN = {"max_epochs": 30, "patience": 30, "checkpoint_every": 2}
+
+
+def _train_flow(tiny: Path, out: Path) -> None:
+    r"""Rule train_flow's function on the tiny latents (longer training, frequent checkpoints)."""
+
+    run_train_flow(
+        train=tiny / "results/latents/train.h5",
+        val=tiny / "results/latents/val.h5",
+        model=out / "model.pt",
+        history=out / "history.csv",
+        checkpoints=out / "ckpt",
+        config=flow_config(**KILL_TRAIN),
+        progress=False,
+    )
+
+
 def _train_flow_process(tiny: Path, out: Path) -> subprocess.Popen:
+    r""":func:`_train_flow` in its own process (one torch thread, as in this one)."""
+
     code = f"""
-        from morphoflow.config import load_config
-        from morphoflow.flow.train import run_train_flow
-        c = load_config("config/config.yaml", "config/test.yaml",
-                        overrides={{"flow": {{"train": {{"max_epochs": 30, "patience": 30, "checkpoint_every": 2}}}}}})
-        run_train_flow(train={str(tiny / "results/latents/train.h5")!r}, val={str(tiny / "results/latents/val.h5")!r},
-                       model={str(out / "model.pt")!r}, history={str(out / "history.csv")!r},
-                       checkpoints={str(out / "ckpt")!r}, config={{"flow": c["flow"], "seed": c["seed"]}},
-                       progress=False)
+        import torch; torch.set_num_threads(1)
+        from pathlib import Path
+        from test_faults import _train_flow
+        _train_flow(Path({str(tiny)!r}), Path({str(out)!r}))
     """
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env(), stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=Path(__file__).parent,
+        env=env() | {"PYTHONPATH": os.pathsep.join(sys.path)},
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -529,8 +561,12 @@ def _kill_when(proc: subprocess.Popen, ready, timeout_s: float = 300) -> None:
 
 def test_kill_9_twice_then_rerun_gives_the_uninterrupted_weights(tiny, tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
-    proc = _train_flow_process(tiny, ref)
-    assert proc.wait() == 0, proc.stderr.read()[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _train_flow(tiny, ref)  # the uninterrupted run, in this process
+    finally:
+        torch.set_num_threads(threads)
 
     ckpt = run / "ckpt" / "checkpoint.pt"
     _kill_when(_train_flow_process(tiny, run), ckpt.exists)  # point 1: right after the first checkpoint

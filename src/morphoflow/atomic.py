@@ -13,6 +13,7 @@ __all__ = ["DiskFullError", "atomic_path", "check_free_space"]
 
 import errno
 import os
+import re
 import resource
 import shutil
 import uuid
@@ -48,12 +49,14 @@ def check_free_space(path: str | os.PathLike, size: int) -> None:
 
 
 def _is_full(err: Exception) -> bool:
-    r"""Whether ``err`` is a full disk or a file-size limit (h5py reports the errno only in its message)."""
+    r"""Whether ``err`` is a full disk or a file-size limit (h5py reports the errno only in its message,
+    astropy a short write as ``<n> requested and <m> written``)."""
 
     if getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG):
         return True
     text = str(err)
-    return any(s in text for s in (os.strerror(errno.ENOSPC), os.strerror(errno.EFBIG), "errno = 28", "errno = 27"))
+    known = (os.strerror(errno.ENOSPC), os.strerror(errno.EFBIG), "errno = 28", "errno = 27")
+    return any(s in text for s in known) or re.search(r"\d+ requested and \d+ written", text) is not None
 
 
 @contextmanager

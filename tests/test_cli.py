@@ -119,4 +119,4 @@ def test_cli_conditions_table_and_errors(model_dir, tmp_path, capsys):
         "-o",
         str(tmp_path / "b.fits"),
     )
-    assert code == 1 and "bad.pt: corrupted or unreadable morphoflow conditional-flow file" in err
+    assert code == 1 and "bad.pt: corrupted or truncated morphoflow conditional-flow file" in err

@@ -73,7 +73,10 @@ def test_non_finite_and_missing_file(tmp_path):
     gs = make_set()
     gs.images[2, 0, 3, 3] = np.nan
     path = tmp_path / "nan.h5"
-    write_galaxies(path, gs)
+    with pytest.raises(ContractError, match="'images' holds non-finite"):
+        write_galaxies(path, gs)  # the writer refuses what the reader refuses
+    assert not path.exists()
+    write_galaxies(path, gs, raw=True)  # a raw file may hold them (preprocess cleans them)
     with pytest.raises(ContractError, match="'images' holds non-finite"):
         read_galaxies(path)
     with pytest.raises(ContractError, match="file not found"):

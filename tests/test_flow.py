@@ -174,7 +174,7 @@ def test_save_load_roundtrip(tmp_path):
     ctx = np.array([[0.1, 3.0], [0.5, 2.5]], np.float32)
     np.testing.assert_array_equal(back.sample(ctx, [1, 2]), flow.sample(ctx, [1, 2]))
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelFileError, match=r"bad.pt: corrupted or unreadable morphoflow conditional-flow file"):
+    with pytest.raises(ModelFileError, match=r"bad.pt: corrupted or truncated morphoflow conditional-flow file"):
         load_flow(tmp_path / "bad.pt")
     torch.save({"format": "morphoflow-checkpoint-v1"}, tmp_path / "ckpt.pt")  # a training checkpoint
     with pytest.raises(ModelFileError, match=r"ckpt.pt: not a morphoflow conditional-flow file"):

@@ -56,7 +56,7 @@ def preprocess(raw: Path, h5: dict[str, Path], cleaning: Path, config: dict) -> 
 
 
 def write_raw(path: Path, gs) -> Path:
-    write_galaxies(path, gs)
+    write_galaxies(path, gs, raw=True)
     return path
 
 

@@ -90,7 +90,7 @@ def write_fits(path: str | os.PathLike, gen: GeneratedGalaxies, *, overwrite: bo
     table = Table.from_pandas(gen.conditions)
     table["seed"] = gen.seeds
     thdu = fits.BinTableHDU(table, name="CONDITIONS")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=cube.nbytes + 2**16) as tmp:
         fits.HDUList([primary, thdu]).writeto(tmp)
 
 
@@ -168,9 +168,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("default")
     try:
         return _sample(argv)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
-        print(f"morphoflow sample: error: {err}", file=sys.stderr)
+    except (ValueError, KeyError, OSError, ArithmeticError) as err:
+        # the project's errors (ContractError, ModelFileError, OutOfRangeError, ... are ValueErrors;
+        # DiskFullError is an OSError) name their file; a plain OSError names it in its text
+        print(f"morphoflow sample: error: {_one_line(err)}", file=sys.stderr)
         return 1
+
+
+def _one_line(err: BaseException) -> str:
+    r"""``err`` as one line, naming the file of an ``OSError`` when its text does not."""
+
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return text
 
 
 if __name__ == "__main__":

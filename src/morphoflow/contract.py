@@ -19,18 +19,25 @@ from __future__ import annotations
 __all__ = [
     "CATALOG_UNITS",
     "FORMAT_VERSION",
+    "WRITERS",
     "ContractError",
     "GalaxySet",
     "check_file",
+    "check_galaxies",
+    "load_dataset",
     "open_h5",
     "read_catalog",
     "read_galaxies",
+    "reading",
+    "rerun_advice",
     "write_catalog",
     "write_galaxies",
 ]
 
 import dataclasses
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +74,45 @@ REQUIRED_ATTRS: dict[str, type] = {
 }
 
 
+#: The rule that writes each contract file of the DAG (by file name), for "rerun it" advice.
+WRITERS: dict[str, str] = {
+    "raw.h5": "",  # simulate, cosmos or cut_stamps, by data.source: forcerun the file itself
+    "train.h5": "preprocess",
+    "val.h5": "preprocess",
+    "test.h5": "preprocess",
+    "floors.h5": "simulation_floors",
+}
+#: Latent files (``latents/<split>.h5``) and sample files are written by these rules (by parent folder).
+WRITER_FOLDERS: dict[str, str] = {"latents": "extract_latents", "samples": "sample"}
+
+
 class ContractError(ValueError):
     r"""A file does not follow the data contract; the message names the file and dataset."""
+
+
+def rerun_advice(path: str | os.PathLike) -> str:
+    r"""How to write ``path`` again: ``snakemake --forcerun <rule>`` for a DAG output (:data:`WRITERS`)."""
+
+    p = Path(path)
+    rule = WRITER_FOLDERS.get(p.parent.name, WRITERS.get(p.name))
+    if rule is None:
+        return "write it again"
+    return f"rerun the rule that wrote it: snakemake --forcerun {rule or p}"
+
+
+@contextmanager
+def reading(path: str | os.PathLike, dataset: str) -> Iterator[None]:
+    r"""Turn a low-level read error (h5py ``OSError``, e.g. a corrupted chunk) into a :class:`ContractError`.
+
+    The message names the file and the dataset, and says which rule to rerun when the file is a DAG output.
+    """
+
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        raise ContractError(
+            f"{path}: dataset '{dataset}' cannot be read, the file is damaged ({err}); {rerun_advice(path)}"
+        ) from err
 
 
 @dataclasses.dataclass
@@ -133,25 +177,62 @@ class GalaxySet:
             noise_power=per(self.noise_power),
         )
 
-    def validate(self, name: str = "<memory>") -> None:
-        r"""Raise :class:`ContractError` naming the first field that breaks the contract."""
+    def validate(self, name: str = "<memory>", *, raw: bool = False) -> None:
+        r"""Raise :class:`ContractError` naming the first field that breaks the contract (:func:`check_galaxies`)."""
 
-        _check_arrays(
-            name,
-            images=self.images,
-            psf=self.psf,
-            noise_sigma=self.noise_sigma,
-            truth=self.truth,
-            noise_power=self.noise_power,
-            catalog=self.catalog,
-        )
-        for key, kind in REQUIRED_ATTRS.items():
-            if key == "format_version":
-                continue
-            if key not in self.attrs:
-                raise ContractError(f"{name}: attribute '{key}' is missing")
-            if kind is float and not np.isfinite(float(self.attrs[key])):
-                raise ContractError(f"{name}: attribute '{key}' is not finite")
+        check_galaxies(self, name, raw=raw)
+
+
+def check_galaxies(gs: GalaxySet, name: str = "<memory>", *, raw: bool = False) -> None:
+    r"""The one validation of a galaxy set, shared by :func:`write_galaxies` and :func:`read_galaxies`.
+
+    Checks shapes, catalog ids, required attributes and that every value is finite (images, psf, truth,
+    noise_power, noise_sigma and every numeric catalog column): the writer refuses what the reader refuses.
+
+    Arguments:
+        gs: The galaxies.
+        name: File name for messages.
+        raw: A raw file (``data/raw.h5``, the input of ``preprocess``) may hold non-finite values, which
+            preprocess's cleaning removes galaxy by galaxy; only the layout is checked then.
+
+    Raises:
+        ContractError: naming the file and the first offending dataset or attribute.
+    """
+
+    _check_arrays(
+        name,
+        images=gs.images,
+        psf=gs.psf,
+        noise_sigma=gs.noise_sigma,
+        truth=gs.truth,
+        noise_power=gs.noise_power,
+        catalog=gs.catalog,
+    )
+    for key, kind in REQUIRED_ATTRS.items():
+        if key == "format_version":
+            continue
+        if key not in gs.attrs:
+            raise ContractError(f"{name}: attribute '{key}' is missing")
+        if kind is float and not np.isfinite(float(gs.attrs[key])):
+            raise ContractError(f"{name}: attribute '{key}' is not finite")
+    if not raw:
+        _check_finite(gs, name)
+
+
+def _check_finite(gs: GalaxySet, name: str) -> None:
+    r"""Raise :class:`ContractError` naming the first dataset (and galaxy) with a non-finite value."""
+
+    fields = {k: getattr(gs, k) for k in ("images", "psf", "truth", "noise_power", "noise_sigma")}
+    fields.update({f"catalog/{k}": v for k, v in gs.catalog.items() if np.asarray(v).dtype.kind in "fc"})
+    for key, arr in fields.items():
+        if arr is None or arr.size == 0:
+            continue
+        bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+        if bad.any():
+            raise ContractError(
+                f"{name}: dataset '{key}' holds non-finite values ({int(bad.sum())} of {len(arr)} entries, "
+                f"first at index {int(np.flatnonzero(bad)[0])})"
+            )
 
 
 def _check_arrays(
@@ -217,25 +298,32 @@ def read_catalog(group: h5py.Group, name: str = "<file>") -> tuple[dict[str, np.
     for key, ds in group.items():
         if "unit" not in ds.attrs:
             raise ContractError(f"{name}: dataset 'catalog/{key}' has no 'unit' attribute")
-        catalog[key] = ds[()]
+        with reading(name, f"catalog/{key}"):
+            catalog[key] = ds[()]
         units[key] = str(ds.attrs["unit"])
     return catalog, units
 
 
-def write_galaxies(path: str | os.PathLike, gs: GalaxySet, *, compression: int = 1) -> None:
-    r"""Validate ``gs`` and write it to ``path`` atomically in the contract layout.
+def write_galaxies(path: str | os.PathLike, gs: GalaxySet, *, compression: int = 1, raw: bool = False) -> None:
+    r"""Validate ``gs`` (:func:`check_galaxies`) and write it to ``path`` atomically in the contract layout.
 
     Arguments:
         path: Output file (``.h5``).
         gs: The galaxies.
         compression: gzip level of the image datasets (chunked one galaxy per chunk).
+        raw: Write a raw file (input of ``preprocess``), which may hold non-finite values.
+
+    Raises:
+        ContractError: ``gs`` breaks the contract (nothing is written).
     """
 
-    gs.validate(str(path))
+    check_galaxies(gs, str(path), raw=raw)
     _n, c, h, w = gs.images.shape
     opts = dict(compression="gzip", compression_opts=compression, shuffle=True)
 
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    arrays = (gs.images, gs.psf, gs.truth, gs.noise_power, gs.noise_sigma, *gs.catalog.values())
+    size = sum(np.asarray(a).size * 8 for a in arrays if a is not None) // 2 + 2**16  # float32 pixels, headers
+    with atomic_path(path, size=size) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("images", data=gs.images.astype(np.float32), chunks=(1, c, h, w), **opts)
         f.create_dataset("psf", data=gs.psf.astype(np.float32), chunks=(1, c, h, w), **opts)
         f.create_dataset("noise_sigma", data=gs.noise_sigma.astype(np.float32))
@@ -306,28 +394,31 @@ def read_galaxies(path: str | os.PathLike, *, load_pixels: bool = True) -> Galax
             catalog=catalog,
         )
 
-        def load(ds: h5py.Dataset | None) -> np.ndarray | None:
-            if ds is None:
-                return None
-            if load_pixels:
-                return ds[()].astype(np.float32)
-            return np.empty((0, *ds.shape[1:]), np.float32)
-
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         gs = GalaxySet(
-            images=load(f["images"]),
-            psf=load(f["psf"]),
-            noise_sigma=f["noise_sigma"][()].astype(np.float32),
+            images=load_dataset(f, "images", name, load_pixels),
+            psf=load_dataset(f, "psf", name, load_pixels),
+            noise_sigma=load_dataset(f, "noise_sigma", name),
             catalog=catalog,
             attrs=attrs,
             units=units,
-            truth=load(opt.get("truth")),
-            noise_power=load(opt.get("noise_power")),
+            truth=load_dataset(f, "truth", name, load_pixels),
+            noise_power=load_dataset(f, "noise_power", name, load_pixels),
         )
 
     if load_pixels:
-        for key in ("images", "psf", "truth", "noise_power"):
-            arr = getattr(gs, key)
-            if arr is not None and not np.isfinite(arr).all():
-                raise ContractError(f"{name}: dataset '{key}' holds non-finite values")
+        _check_finite(gs, name)
     return gs
+
+
+def load_dataset(f: h5py.File, key: str, name: str, load: bool = True) -> np.ndarray | None:
+    r"""Dataset ``key`` of the open file ``f`` as float32 (None if absent; an empty placeholder of the right
+    trailing shape if not ``load``); a damaged dataset is a :class:`ContractError` naming ``name`` and ``key``."""
+
+    if key not in f:
+        return None
+    ds = f[key]
+    if not load:
+        return np.empty((0, *ds.shape[1:]), np.float32)
+    with reading(name, key):
+        return ds[()].astype(np.float32)

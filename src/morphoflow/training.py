@@ -473,7 +473,8 @@ def _start(run: _Run) -> TrainingState:
     random.seed(item_seed(seed, 0, "fit-python"))
     if not run.ckpt_path.exists():
         return TrainingState()
-    ckpt = load_torch_file(run.ckpt_path, CHECKPOINT_FORMAT, what=CHECKPOINT_WHAT)
+    remedy = f"deleting {run.ckpt_path} restarts training from scratch"
+    ckpt = load_torch_file(run.ckpt_path, CHECKPOINT_FORMAT, what=CHECKPOINT_WHAT, remedy=remedy)
     if ckpt.get("run_key_hash") != run.key:
         log.info("%s was made by another configuration (run_key differs): starting afresh", run.ckpt_path)
         return TrainingState()
@@ -490,7 +491,8 @@ def _start(run: _Run) -> TrainingState:
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise ModelFileError(
             f"{run.ckpt_path}: the {CHECKPOINT_WHAT} does not fit this model and run (expected the model's, "
-            f"optimizer's and scheduler's states and the RNG and run states of fit(); {type(err).__name__}: {err})"
+            f"optimizer's and scheduler's states and the RNG and run states of fit(); {type(err).__name__}: {err}); "
+            f"{remedy}"
         ) from err
     log.info("resuming from %s at step %d (epoch %d)", run.ckpt_path, state.step, state.epoch)
     return state

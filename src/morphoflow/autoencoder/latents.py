@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..atomic import atomic_path
-from ..contract import ContractError, open_h5, read_catalog, read_galaxies, write_catalog
+from ..contract import ContractError, load_dataset, open_h5, read_catalog, read_galaxies, write_catalog
 from .io import check_stamps, load_autoencoder
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ def read_latents(path: str | os.PathLike) -> LatentSet:
             if key not in f:
                 raise ContractError(f"{name}: dataset '{key}' is missing")
         catalog, units = read_catalog(f["catalog"], name)
-        z_mean = f["z_mean"][()].astype(np.float32)
-        z_logvar = f["z_logvar"][()].astype(np.float32) if "z_logvar" in f else None
+        z_mean = load_dataset(f, "z_mean", name)
+        z_logvar = load_dataset(f, "z_logvar", name)
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     if "id" not in catalog:
         raise ContractError(f"{name}: dataset 'catalog/id' is missing")

@@ -282,5 +282,5 @@ def run_cosmos(
     cosmos, dl = config["cosmos"], config["download"]
     folder = extract_sample(tarball, cosmos["extract_dir"], known_hash=dl["known_hash"])
     gs = read_cosmos(folder, cosmos, sample=dl["sample"], seed=int(config["seed"]), threads=threads)
-    write_galaxies(raw, gs)
+    write_galaxies(raw, gs, raw=True)
     log.info("wrote %d COSMOS galaxies to %s", len(gs), raw)

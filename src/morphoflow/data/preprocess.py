@@ -4,8 +4,10 @@ Steps, in order (all keys in the ``preprocess`` config section):
 
 1. **Cleaning** (``cleaning``, :func:`clean`). Each galaxy is counted under the first rule that removes it:
 
-   * ``nonfinite``: a non-finite pixel in ``images`` (or ``truth``), or a non-finite or non-positive
-     ``noise_sigma``;
+   * ``nonfinite``: a non-finite value in the galaxy's ``images``, ``truth``, ``psf`` or ``noise_power``
+     (when these are per galaxy) or in any numeric catalog column (so every ``flow.context`` column), or a
+     non-finite or non-positive ``noise_sigma``; the log names the fields. A non-finite shared ``psf`` or
+     ``noise_power`` is an error naming the file and dataset;
    * ``flux``: total image flux (sum of counts) non-positive or outside the ``flux_quantiles``
      of the galaxies still in;
    * ``edge``: share of the flux in the border ring of ``edge_width_px`` pixels above ``edge_max_fraction``
@@ -32,6 +34,7 @@ Steps, in order (all keys in the ``preprocess`` config section):
 from __future__ import annotations
 
 __all__ = [
+    "MIN_TEST_HALF",
     "PreprocessError",
     "clean",
     "convolve_to_target",
@@ -54,13 +57,15 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_path
-from ..contract import GalaxySet, read_galaxies, write_galaxies
+from ..contract import GalaxySet, load_dataset, read_galaxies, write_galaxies
 from ..seeding import hash_unit
 from .tfrecord import write_tfrecord
 
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
+#: Galaxies rule ``metrics`` needs in each half of the test split (checked here, before anything trains).
+MIN_TEST_HALF = 2
 
 
 class PreprocessError(ValueError):
@@ -88,10 +93,10 @@ def load_raw(path: str | os.PathLike) -> GalaxySet:
 
     gs = read_galaxies(path, load_pixels=False)  # checks layout, shapes, attributes, catalog
     with h5py.File(path, "r") as f:
-        gs.images = f["images"][()].astype(np.float32)
-        gs.psf = f["psf"][()].astype(np.float32)
-        gs.truth = f["truth"][()].astype(np.float32) if "truth" in f else None
-        gs.noise_power = f["noise_power"][()].astype(np.float32) if "noise_power" in f else None
+        gs.images = load_dataset(f, "images", str(path))
+        gs.psf = load_dataset(f, "psf", str(path))
+        gs.truth = load_dataset(f, "truth", str(path))
+        gs.noise_power = load_dataset(f, "noise_power", str(path))
     return gs
 
 
@@ -103,6 +108,37 @@ def _edge_fraction(x: np.ndarray, width: int) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = (total - inner) / total
     return np.where(total > 0, frac, np.inf)
+
+
+def _finite_galaxies(gs: GalaxySet, name: str) -> np.ndarray:
+    r"""Mask (N,) of the galaxies whose every value is finite (``nonfinite`` rule); logs the bad fields.
+
+    Raises:
+        PreprocessError: a shared (1, C, H, W) ``psf`` or ``noise_power`` is non-finite (naming the file).
+    """
+
+    n = len(gs)
+    fields = {k: getattr(gs, k) for k in ("images", "truth", "psf", "noise_power")}
+    fields.update({f"catalog/{k}": v for k, v in gs.catalog.items() if np.asarray(v).dtype.kind in "fc"})
+    finite, counts = np.ones(n, bool), {}
+    for key, arr in fields.items():
+        if arr is None:
+            continue
+        ok = np.isfinite(np.asarray(arr).reshape(len(arr), -1)).all(axis=1)
+        if len(arr) == 1 and n != 1:
+            if not ok[0]:
+                raise PreprocessError(f"{name}: dataset '{key}' (shared by all galaxies) holds non-finite values")
+            continue
+        counts[key] = int((~ok).sum())
+        finite &= ok
+    sigma = np.asarray(gs.noise_sigma, np.float64)
+    ok = np.isfinite(sigma) & (sigma > 0)
+    counts["noise_sigma"] = int((~ok).sum())
+    finite &= ok
+    bad = {k: v for k, v in counts.items() if v}
+    if bad:
+        log.info("%s: galaxies with non-finite values, by dataset: %s", name, bad)
+    return finite
 
 
 def clean(gs: GalaxySet, cfg: dict[str, Any], name: str = "<memory>") -> tuple[np.ndarray, dict[str, int]]:
@@ -135,11 +171,7 @@ def clean(gs: GalaxySet, cfg: dict[str, Any], name: str = "<memory>") -> tuple[n
             )
         keep[drop] = False
 
-    finite = np.isfinite(gs.images).all(axis=(1, 2, 3))
-    if gs.truth is not None:
-        finite &= np.isfinite(gs.truth).all(axis=(1, 2, 3))
-    sigma = np.asarray(gs.noise_sigma, np.float64)
-    finite &= np.isfinite(sigma) & (sigma > 0)
+    finite = _finite_galaxies(gs, name)
     apply("nonfinite", ~finite)
 
     flux = np.where(finite, np.nan_to_num(gs.images, nan=0.0, posinf=0.0, neginf=0.0).sum(axis=(1, 2, 3)), 0.0)
@@ -292,13 +324,31 @@ def split_ids(ids: np.ndarray, fractions: dict[str, float]) -> dict[str, np.ndar
     return {s: (u >= edges[j]) & (u < edges[j + 1]) for j, s in enumerate(SPLIT_NAMES)}
 
 
-def _check_splits(masks: dict[str, np.ndarray], n: int, split_cfg: Mapping[str, float], name: str) -> None:
+def _check_splits(
+    masks: dict[str, np.ndarray], ids: np.ndarray, split_cfg: Mapping[str, float], name: str, min_test_half: int
+) -> None:
+    r"""Refuse splits too small for the rules that read them, before anything trains.
+
+    Every split needs a galaxy; rule ``metrics`` needs ``min_test_half`` (:data:`MIN_TEST_HALF` in the DAG)
+    test galaxies in each half of the test split (``metrics.distances.split_halves``).
+    """
+
+    from ..metrics.distances import split_halves
+
+    n = len(ids)
     for s in SPLIT_NAMES:
         if not masks[s].any():
             raise PreprocessError(
                 f"{name}: split '{s}' is empty ({n} galaxies after cleaning; "
                 f"config key 'preprocess.split.{s}' = {split_cfg[s]})"
             )
+    a, b = split_halves(ids[masks["test"]])
+    if min(a.sum(), b.sum()) < min_test_half:
+        raise PreprocessError(
+            f"{name}: split 'test' has {int(masks['test'].sum())} galaxies, halves of {int(a.sum())} and "
+            f"{int(b.sum())}; rule metrics needs at least {min_test_half} in each half ({n} galaxies after "
+            f"cleaning; raise config key 'preprocess.split.test' = {split_cfg['test']} or use more galaxies)"
+        )
 
 
 def _write_splits(
@@ -326,6 +376,7 @@ def run_preprocess(
     cleaning: str | os.PathLike,
     config: Mapping[str, Any],
     tfrecords: Sequence[str | os.PathLike] = (),
+    min_test_half: int = 0,
 ) -> dict[str, Any]:
     r"""Rule ``preprocess``: clean, re-convolve (optional), split and normalise ``raw``; write the split files.
 
@@ -336,6 +387,8 @@ def run_preprocess(
         config: ``{"preprocess": ..., "seed": ...}`` from the validated config. The seed is recorded in the
             outputs (the split hashes ids with a fixed salt, so a galaxy keeps its split across seeds).
         tfrecords: TFRecord outputs in train, val, test order, or empty to skip the export.
+        min_test_half: Galaxies needed in each half of the test split by the rules downstream; the DAG
+            passes :data:`MIN_TEST_HALF` (rule ``metrics``), so a too-small split fails here, before training.
 
     Returns:
         The cleaning report.
@@ -351,7 +404,7 @@ def run_preprocess(
         gs = convolve_to_target(gs, cfg["target_psf"])
 
     masks = split_ids(gs.ids, cfg["split"])
-    _check_splits(masks, len(gs), cfg["split"], name)
+    _check_splits(masks, gs.ids, cfg["split"], name, min_test_half)
     norm_scale = float(np.median(gs.noise_sigma[masks["train"]]))
     if not (np.isfinite(norm_scale) and norm_scale > 0):
         raise PreprocessError(f"{name}: median noise_sigma of the train split is {norm_scale}; cannot normalise")

@@ -501,5 +501,5 @@ def run_cut_stamps(
         weight=read_fits_image(weight, "weight") if weight else None,
         psf=read_fits_image(psf, "PSF") if psf else None,
     )
-    write_galaxies(raw, gs)
+    write_galaxies(raw, gs, raw=True)
     log.info("wrote %d stamps from %s to %s", len(gs), image, raw)

@@ -6,6 +6,10 @@ One ``tf.train.Example`` per galaxy (see ``docs/data-format.md``):
 * ``shape``: int64 list ``[C, H, W]``;
 * ``id``: int64 galaxy id;
 * every float catalog column as a float feature of the same name (``float32`` in TFRecord).
+
+Examples are serialised with protobuf's deterministic mode (features sorted by name), so two runs
+write byte-identical files; ``tfrecord.TFRecordWriter`` alone orders the feature map by string hash,
+which changes with ``PYTHONHASHSEED`` from one process to the next.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 __all__ = ["read_tfrecord", "write_tfrecord"]
 
 import os
-from typing import Any
+import struct
+from typing import Any, BinaryIO
 
 import numpy as np
-from tfrecord import TFRecordWriter
+from tfrecord import TFRecordWriter, example_pb2
 from tfrecord.reader import tfrecord_loader
 
 from ..atomic import atomic_path
@@ -28,20 +33,34 @@ def write_tfrecord(path: str | os.PathLike, gs: GalaxySet) -> None:
 
     shape = [int(s) for s in gs.images.shape[1:]]
     floats = [k for k, v in gs.catalog.items() if k != "id" and np.asarray(v).dtype.kind == "f"]
-    with atomic_path(path) as tmp:
-        writer = TFRecordWriter(str(tmp))
-        try:
-            for i in range(len(gs)):
-                datum: dict[str, tuple[Any, str]] = {
-                    "image": (np.ascontiguousarray(gs.images[i], dtype="<f4").tobytes(), "byte"),
-                    "shape": (shape, "int"),
-                    "id": (int(gs.catalog["id"][i]), "int"),
-                }
-                for key in floats:
-                    datum[key] = (float(gs.catalog[key][i]), "float")
-                writer.write(datum)
-        finally:
-            writer.close()
+    with atomic_path(path, size=gs.images.size * 4 + len(gs) * 1024) as tmp, open(tmp, "wb") as f:
+        for i in range(len(gs)):
+            datum: dict[str, tuple[Any, str]] = {
+                "image": (np.ascontiguousarray(gs.images[i], dtype="<f4").tobytes(), "byte"),
+                "shape": (shape, "int"),
+                "id": (int(gs.catalog["id"][i]), "int"),
+            }
+            for key in floats:
+                datum[key] = (float(gs.catalog[key][i]), "float")
+            _write_record(f, datum)
+
+
+def _write_record(f: BinaryIO, datum: dict[str, tuple[Any, str]]) -> None:
+    r"""Append one ``tf.train.Example`` (features in sorted order) with the TFRecord framing and CRCs."""
+
+    kinds = {
+        "byte": lambda v: example_pb2.Feature(bytes_list=example_pb2.BytesList(value=v)),
+        "float": lambda v: example_pb2.Feature(float_list=example_pb2.FloatList(value=v)),
+        "int": lambda v: example_pb2.Feature(int64_list=example_pb2.Int64List(value=v)),
+    }
+    features = {}
+    for key in sorted(datum):
+        value, kind = datum[key]
+        features[key] = kinds[kind](value if isinstance(value, (list, tuple)) else [value])
+    example = example_pb2.Example(features=example_pb2.Features(feature=features))
+    record = example.SerializeToString(deterministic=True)
+    length = struct.pack("<Q", len(record))
+    f.write(length + TFRecordWriter.masked_crc(length) + record + TFRecordWriter.masked_crc(record))
 
 
 def read_tfrecord(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:

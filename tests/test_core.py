@@ -45,7 +45,9 @@ def test_default_config_validates_and_fills_defaults():
     assert config["mode"] == "images" and "simulate" in config
 
 
-@pytest.mark.parametrize("extra", ["test.yaml", "hdf.yaml", "cosmos.yaml", "particles.yaml", "smooth.yaml", "gpu.yaml"])
+@pytest.mark.parametrize(
+    "extra", ["test.yaml", "hdf.yaml", "cosmos.yaml", "particles.yaml", "smooth.yaml", "gpu.yaml", "groundbased.yaml"]
+)
 def test_shipped_configs_validate(extra):
     load_config(ROOT / "config/config.yaml", ROOT / "config" / extra)
 

@@ -16,6 +16,7 @@ __all__ = [
     "chi2_fourier",
     "chi2_pixel",
     "fft_convolve",
+    "informative_modes",
     "psf_rfft",
     "rfft_weights",
     "sample_noise",
@@ -23,6 +24,12 @@ __all__ = [
 
 import torch
 from torch import Tensor
+
+POWER_FLOOR = 1e-6
+r"""Fourier modes whose noise power is below ``POWER_FLOOR`` times the stamp's largest are left out of
+:func:`chi2_fourier` (:func:`informative_modes`). Band-limited noise (data re-convolved to a broader PSF,
+``preprocess.target_psf``) has power down to ~1e-15 of its peak at high frequency: those modes carry no
+information about the sky through that PSF, and dividing the residual by ~0 would dominate the loss."""
 
 
 def _padded(h: int, w: int) -> tuple[int, int]:
@@ -84,11 +91,20 @@ def chi2_pixel(residual: Tensor, sigma: Tensor) -> Tensor:
     return r.square().flatten(1).sum(1)
 
 
+def informative_modes(power: Tensor, floor: float = POWER_FLOOR) -> Tensor:
+    r"""Boolean mask of the modes of ``power`` (..., H, W // 2 + 1) above ``floor`` times its maximum per stamp
+    and channel (every mode of white or coloured noise without deep nulls)."""
+
+    peak = power.flatten(-2).amax(-1)[..., None, None]
+    return power > floor * peak
+
+
 def chi2_fourier(residual: Tensor, power: Tensor) -> Tensor:
     r"""Per-stamp :math:`\chi^2` (B,) of a residual under stationary Gaussian noise of spectrum ``power``.
 
-    :math:`\chi^2 = \sum_k |\hat r_k|^2 / (H W P_k)` over the full spectrum (rfft bins weighted by their
-    multiplicity). For white noise (:math:`P = \sigma^2`) it equals :func:`chi2_pixel` (Parseval).
+    :math:`\chi^2 = \sum_k |\hat r_k|^2 / (H W P_k)` over the informative modes (:func:`informative_modes`:
+    power above :data:`POWER_FLOOR` of its maximum), rfft bins weighted by their multiplicity. For white noise
+    (:math:`P = \sigma^2`) every mode counts and it equals :func:`chi2_pixel` (Parseval).
 
     Arguments:
         residual: Observed minus model (B, C, H, W).
@@ -98,7 +114,10 @@ def chi2_fourier(residual: Tensor, power: Tensor) -> Tensor:
     h, w = residual.shape[-2:]
     r_hat = torch.fft.rfft2(residual.float())
     weights = rfft_weights(h, w, residual.device)
-    return (r_hat.abs().square() * weights / (h * w * power.float())).flatten(1).sum(1)
+    power = power.float()
+    keep = informative_modes(power)
+    terms = r_hat.abs().square() * weights / (h * w * torch.where(keep, power, torch.ones_like(power)))
+    return torch.where(keep, terms, torch.zeros_like(terms)).flatten(1).sum(1)
 
 
 def sample_noise(

@@ -14,14 +14,19 @@ Steps, in order (all keys in the ``preprocess`` config section):
      (measured on ``truth`` when the file has it, else on ``images``) — sources cut by the stamp edge;
    * ``catalog_range:<col>``: catalog value outside ``catalog_ranges[col] = [min, max]``.
 
-2. **Target PSF** (``target_psf``, optional, :func:`convolve_to_target`). Each stamp becomes a
-   ``galsim.InterpolatedImage`` and is convolved with the kernel ``Deconvolve(old psf) ⊛ target`` and drawn
-   without a further pixel (the pixel response already in the image stays), so the stored ``psf`` becomes
-   the target drawn with ``method='no_pixel'``. The noise model follows the same linear map: the kernel's
-   transfer function :math:`K` on the stamp grid is measured by applying the operation to a unit impulse, and
-   ``noise_power`` becomes :math:`P |K|^2` (white noise σ² when the file had none), ``noise_sigma`` its
-   root mean (approximation: stationary noise, periodic on the stamp). ``truth`` (PSF-free) is unchanged.
-   The target must be broader than the old PSF at every frequency it keeps.
+2. **Target PSF** (``target_psf``, optional, :func:`convolve_to_target`; docs/psf-matching.md). Each stamp is
+   embedded in padding noise (a periodic field drawn from its own noise model, seeded per galaxy), becomes a
+   ``galsim.InterpolatedImage``, is convolved with the kernel ``Deconvolve(old psf) ⊛ target`` and drawn on the
+   target grid (``pixel_scale_arcsec``, ``stamp_size``; null keeps the data's): without a further pixel on the
+   same grid, with the new pixel's response (``method='auto'``) on a new one, where ``truth`` is redrawn the
+   same way (unchanged on the same grid). The stored ``psf`` becomes the target drawn with ``method='no_pixel'``
+   at the target scale. The noise model follows the same map: ``noise_power`` is the mean
+   :math:`|\mathrm{rfft2}|^2 / (HW)` of ``NOISE_DRAWS`` pure-noise stamps drawn exactly like the data (GalSim's
+   numerical errors included; an impulse-response :math:`P |K|^2` underestimates the noise by up to 100x in
+   the quiet high-frequency modes), one per kernel (a shared PSF and noise model: one spectrum);
+   ``noise_sigma`` its root mean. ``target_noise_sigma`` adds white noise (counts per output pixel) to the
+   images, ``noise_power`` and ``noise_sigma``. Refused (one line naming the key): a target FWHM above a quarter
+   of the output stamp, or not above the data's PSF FWHM (``galsim.Image.calculateFWHM``).
 
 3. **Split** (:func:`split_ids`) by hashing the galaxy id (``morphoflow.seeding.hash_unit``), fractions ``split``;
    a galaxy keeps its split whatever the seed or the other galaxies.
@@ -58,7 +63,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_path
 from ..contract import GalaxySet, load_dataset, read_galaxies, write_galaxies
-from ..seeding import hash_unit
+from ..seeding import hash_unit, item_rng
 from .tfrecord import write_tfrecord
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,7 @@ log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
 #: Galaxies rule ``metrics`` needs in each half of the test split (checked here, before anything trains).
 MIN_TEST_HALF = 2
+NOISE_DRAWS = 32  # pure-noise stamps that estimate the matched noise power on a new grid
 
 
 class PreprocessError(ValueError):
@@ -218,96 +224,186 @@ def _half_power_variance(p: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Reconvolver:
-    r"""Applies the kernels ``Deconvolve(old psf) ⊛ target`` on the stamp grid of ``gs`` (step 2).
-
-    One kernel and its transfer function :math:`|K|^2` (rfft layout, measured on a unit impulse) per
-    PSF image and channel, built on first use: a shared PSF gives one kernel per channel.
-    """
+    r"""The kernels ``Deconvolve(old psf) ⊛ target`` of step 2, one per PSF image and channel, built on first use
+    (a shared PSF gives one kernel per channel)."""
 
     def __init__(self, gs: GalaxySet, target: galsim.GSObject):
         self.gs, self.target = gs, target
-        _, _, h, w = gs.images.shape
-        self.scale = gs.pixel_scale
         self.shared = len(gs.psf) == 1
-        self._out = galsim.ImageD(w, h, scale=self.scale)
-        self._impulse = np.zeros((h, w))
-        self._impulse[h // 2, w // 2] = 1.0
         self._kernels: dict[tuple[int, int], galsim.GSObject] = {}
-        self._transfer: dict[tuple[int, int], np.ndarray] = {}
 
-    def apply(self, img: np.ndarray, k: galsim.GSObject) -> np.ndarray:
-        r"""``img`` (H, W) convolved with the kernel ``k``, drawn without a further pixel."""
-
-        ii = galsim.InterpolatedImage(
-            galsim.ImageD(img.astype(np.float64), scale=self.scale),
-            use_true_center=False,
-            calculate_stepk=False,
-            calculate_maxk=False,
-        )
-        galsim.Convolve(ii, k).drawImage(self._out, method="no_pixel", use_true_center=False)
-        return self._out.array.copy()
-
-    def kernel(self, i: int, ch: int) -> tuple[galsim.GSObject, np.ndarray]:
-        r"""Kernel and transfer function :math:`|K|^2` (H, W // 2 + 1) of galaxy ``i``, channel ``ch``."""
+    def kernel(self, i: int, ch: int) -> galsim.GSObject:
+        r"""Kernel of galaxy ``i``, channel ``ch``."""
 
         key = (0 if self.shared else i, ch)
         if key not in self._kernels:
             psf = self.gs.psf[key[0], ch]
             old = galsim.InterpolatedImage(
-                galsim.ImageD(psf.astype(np.float64), scale=self.scale), use_true_center=False
+                galsim.ImageD(psf.astype(np.float64), scale=self.gs.pixel_scale), use_true_center=False
             )
             self._kernels[key] = galsim.Convolve(galsim.Deconvolve(old), self.target)
-            resp = self.apply(self._impulse, self._kernels[key])
-            self._transfer[key] = np.abs(np.fft.rfft2(np.fft.ifftshift(resp))) ** 2
-        return self._kernels[key], self._transfer[key]
+        return self._kernels[key]
 
 
-def convolve_to_target(gs: GalaxySet, target: Mapping[str, Any]) -> GalaxySet:
-    r"""Re-convolve every stamp from its PSF to the ``target`` PSF (see the module docstring).
+def _output_grid(gs: GalaxySet, target: Mapping[str, Any]) -> tuple[float, int, int]:
+    r"""Pixel scale (arcsec) and stamp shape of the matched stamps (``None`` keys keep the data's)."""
+
+    _, _, h, w = gs.images.shape
+    scale = target.get("pixel_scale_arcsec") or gs.pixel_scale
+    size = target.get("stamp_size")
+    return float(scale), int(size or h), int(size or w)
+
+
+def _check_target(gs: GalaxySet, target: Mapping[str, Any], scale: float, shape: tuple[int, int]) -> None:
+    r"""Refuse a target PSF wider than a quarter of the output stamp, or not broader than the data's PSF."""
+
+    fwhm = float(target["fwhm_arcsec"])
+    quarter = min(shape) * scale / 4
+    if fwhm > quarter:
+        raise PreprocessError(
+            f"config key 'preprocess.target_psf.fwhm_arcsec': {fwhm} arcsec is more than a quarter of the "
+            f"output stamp ({min(shape)} px x {scale} arcsec / 4 = {quarter:.3g} arcsec); "
+            f"raise preprocess.target_psf.stamp_size or pixel_scale_arcsec"
+        )
+    h, w = gs.psf.shape[-2:]
+    centre = galsim.PositionD(w // 2, h // 2)  # the contract's PSF centre (0-based pixel indices)
+    data = max(
+        galsim.ImageD(p.astype(np.float64), scale=gs.pixel_scale, xmin=0, ymin=0).calculateFWHM(center=centre)
+        for p in gs.psf.reshape(-1, h, w)
+    )
+    if fwhm <= data:
+        raise PreprocessError(
+            f"config key 'preprocess.target_psf.fwhm_arcsec': {fwhm} arcsec is not broader than the data's "
+            f"PSF (FWHM up to {data:.3g} arcsec)"
+        )
+
+
+def _old_power(gs: GalaxySet, i: int, ch: int) -> np.ndarray:
+    r"""The data's noise power (H, W // 2 + 1) of galaxy ``i``, channel ``ch`` (σ² when the file has none)."""
+
+    _, _, h, w = gs.images.shape
+    if gs.noise_power is not None:
+        return gs.noise_power[0 if len(gs.noise_power) == 1 else i, ch].astype(np.float64)
+    return np.full((h, w // 2 + 1), float(gs.noise_sigma[i]) ** 2)
+
+
+class _Resampler:
+    r"""Draws stamps on a new grid: the data embedded in padding noise, as an ``InterpolatedImage``."""
+
+    def __init__(self, gs: GalaxySet, scale: float, shape: tuple[int, int], fwhm: float):
+        _, _, h, w = gs.images.shape
+        self.old, self.scale, self.shape = gs.pixel_scale, scale, shape
+        need = [(s * scale + 4 * fwhm) / self.old for s in shape]  # output field plus the kernel's reach
+        self.pad = [max(0, int(np.ceil((need[0] - h) / 2))), max(0, int(np.ceil((need[1] - w) / 2)))]
+        self.method = "no_pixel" if np.isclose(scale, self.old) else "auto"
+        self.same = self.method == "no_pixel" and tuple(shape) == (h, w)  # truth stays as it is
+
+    def embed(self, img: np.ndarray, field: np.ndarray) -> np.ndarray:
+        r"""``img`` (H, W) at the centre of the padding ``field`` (a periodic noise field on the old grid)."""
+
+        (py, px), (h, w) = self.pad, img.shape
+        iy = (np.arange(h + 2 * py) - py) % h
+        ix = (np.arange(w + 2 * px) - px) % w
+        out = field[np.ix_(iy, ix)].astype(np.float64)
+        out[py : py + h, px : px + w] = img
+        return out
+
+    def draw(self, arr: np.ndarray, kernel: galsim.GSObject | None) -> np.ndarray:
+        r"""``arr`` (old grid) convolved with ``kernel`` (or alone: its maxk is measured) and drawn on the new grid."""
+
+        measure = kernel is None  # the target's maxk bounds a convolution; a bare image needs its own
+        ii = galsim.InterpolatedImage(
+            galsim.ImageD(arr.astype(np.float64), scale=self.old),
+            use_true_center=False,
+            calculate_stepk=measure,
+            calculate_maxk=measure,
+        )
+        obj = ii if kernel is None else galsim.Convolve(ii, kernel)
+        out = galsim.ImageD(self.shape[1], self.shape[0], scale=self.scale)
+        obj.drawImage(out, method=self.method, use_true_center=False)
+        return out.array
+
+
+def _noise_field(power: np.ndarray, w: int, rng: np.random.Generator) -> np.ndarray:
+    r"""One periodic noise field (H, W) of spectrum ``power`` (rfft layout, contract normalisation)."""
+
+    h = power.shape[0]
+    return np.fft.irfft2(np.fft.rfft2(rng.standard_normal((h, w))) * np.sqrt(power), s=(h, w))
+
+
+def _match(
+    gs: GalaxySet, conv: _Reconvolver, res: _Resampler, per_gal: bool, seed: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    r"""Images, truth and the expected noise power on the new grid (``NOISE_DRAWS`` pure-noise stamps)."""
+
+    n, c, _, w = gs.images.shape
+    oh, ow = res.shape
+    images = np.empty((n, c, oh, ow), np.float32)
+    truth = None if gs.truth is None else np.empty((n, c, oh, ow), np.float32)
+    power = np.zeros((n if per_gal else 1, c, oh, ow // 2 + 1), np.float64)
+    for i in tqdm(range(n), desc="target psf", unit="gal", mininterval=2.0):
+        rng = item_rng(seed, int(gs.ids[i]), "target_psf_padding")
+        for ch in range(c):
+            k = conv.kernel(i, ch)
+            old = _old_power(gs, i, ch)
+            images[i, ch] = res.draw(res.embed(gs.images[i, ch], _noise_field(old, w, rng)), k)
+            if truth is not None:
+                truth[i, ch] = gs.truth[i, ch] if res.same else res.draw(gs.truth[i, ch], None)
+            if per_gal or i == 0:
+                for _ in range(NOISE_DRAWS):
+                    noise = res.draw(res.embed(_noise_field(old, w, rng), _noise_field(old, w, rng)), k)
+                    power[i if per_gal else 0, ch] += np.abs(np.fft.rfft2(noise)) ** 2 / (oh * ow * NOISE_DRAWS)
+    return images, truth, power
+
+
+def convolve_to_target(gs: GalaxySet, target: Mapping[str, Any], seed: int = 0) -> GalaxySet:
+    r"""Re-convolve every stamp from its PSF to the ``target`` PSF, on the target grid (module docstring).
 
     Arguments:
         gs: Galaxies in counts.
-        target: The validated ``preprocess.target_psf`` section, ``{profile: moffat|gaussian, fwhm_arcsec, beta}``
-            (FWHM in arcsec).
+        target: The validated ``preprocess.target_psf`` section, ``{profile: moffat|gaussian, fwhm_arcsec, beta,
+            pixel_scale_arcsec, stamp_size, target_noise_sigma}`` (arcsec; pixels; counts).
+        seed: Seeds the padding and added noise of each galaxy (with its id).
 
     Returns:
-        A new set with images, ``psf``, ``noise_power`` and ``noise_sigma`` replaced.
+        A new set with images, ``psf``, ``noise_power``, ``noise_sigma`` (and, on a new grid, ``truth`` and the
+        ``pixel_scale_arcsec`` attribute) replaced.
+
+    Raises:
+        PreprocessError: naming the key, for a target wider than a quarter of the output stamp or not broader
+            than the data's PSF.
     """
 
-    n, c, h, w = gs.images.shape
+    n, c, _, w = gs.images.shape
+    scale, oh, ow = _output_grid(gs, target)
+    _check_target(gs, target, scale, (oh, ow))
     tgt = _target_profile(target)
-    tgt_stamp = tgt.drawImage(nx=w, ny=h, scale=gs.pixel_scale, method="no_pixel", use_true_center=False).array
+    tgt_stamp = tgt.drawImage(nx=ow, ny=oh, scale=scale, method="no_pixel", use_true_center=False).array
     tgt_stamp = (tgt_stamp / tgt_stamp.sum()).astype(np.float32)
     conv = _Reconvolver(gs, tgt)
-
-    images = np.empty_like(gs.images)
     per_gal = not conv.shared or gs.noise_power is None or len(gs.noise_power) != 1
-    power = np.empty((n if per_gal else 1, c, h, w // 2 + 1), np.float64)
-    for i in tqdm(range(n), desc="target psf", unit="gal", mininterval=2.0):
-        for ch in range(c):
-            k, k2 = conv.kernel(i, ch)
-            images[i, ch] = conv.apply(gs.images[i, ch], k)
-            if per_gal or i == 0:
-                if gs.noise_power is not None:
-                    old = gs.noise_power[0 if len(gs.noise_power) == 1 else i, ch]
-                else:
-                    old = np.full((h, w // 2 + 1), float(gs.noise_sigma[i]) ** 2)
-                power[i if per_gal else 0, ch] = old * k2
+    res = _Resampler(gs, scale, (oh, ow), float(target["fwhm_arcsec"]))
+    images, truth, power = _match(gs, conv, res, per_gal, seed)
 
-    variance = _half_power_variance(power, w).mean(axis=1)  # (1 or N,) averaged over channels
+    variance = _half_power_variance(power, ow).mean(axis=1)  # (1 or N,) averaged over channels
     if len(variance) == 1 and gs.noise_power is not None:
         old_var = _half_power_variance(gs.noise_power[:1].astype(np.float64), w).mean()
         sigma = gs.noise_sigma * np.sqrt(variance[0] / old_var)
     else:
         sigma = np.sqrt(np.broadcast_to(variance, (n,)))
+    white = float(target.get("target_noise_sigma") or 0.0)
+    if white > 0:
+        for i in range(n):
+            images[i] += item_rng(seed, int(gs.ids[i]), "target_noise").normal(0.0, white, images[i].shape)
+        power, sigma = power + white**2, np.sqrt(sigma**2 + white**2)
     return GalaxySet(
-        images=images,
+        images=images.astype(np.float32),
         psf=tgt_stamp[None, None].repeat(c, axis=1),
         noise_sigma=sigma.astype(np.float32),
         catalog=gs.catalog,
-        attrs={**gs.attrs, "target_psf": json.dumps(target, sort_keys=True)},
+        attrs={**gs.attrs, "target_psf": json.dumps(target, sort_keys=True), "pixel_scale_arcsec": scale},
         units=gs.units,
-        truth=gs.truth,
+        truth=truth,
         noise_power=power.astype(np.float32),
     )
 
@@ -401,7 +497,7 @@ def run_preprocess(
     gs = gs.subset(np.flatnonzero(keep))
     log.info("cleaning kept %d of %d galaxies: %s", len(gs), n_in, removed)
     if cfg["target_psf"] is not None:
-        gs = convolve_to_target(gs, cfg["target_psf"])
+        gs = convolve_to_target(gs, cfg["target_psf"], int(config["seed"]))
 
     masks = split_ids(gs.ids, cfg["split"])
     _check_splits(masks, gs.ids, cfg["split"], name, min_test_half)

@@ -3,20 +3,11 @@
 # results/data/raw.h5 only when config data.source selects it. See docs/own-data.md.
 
 
-def _own_input(key, section=None):
-    """The input file named by config `section.key` (data.path for source file); None fails at DAG load."""
-    value = config["data"][key] if section is None else config[section][key]
-    if value is None:
-        name = f"data.{key}" if section is None else f"{section}.{key}"
-        raise ValueError(f"data.source '{config['data']['source']}' needs config key '{name}' (a file path)")
-    return value
-
-
 if source_is("file"):
 
     rule contract_file:
         input:
-            path=_own_input("path"),
+            path=own_input("path"),
         output:
             raw=f"{RESULTS}/data/raw.h5",
             record=f"{RESULTS}/data/raw_source.json",
@@ -40,9 +31,9 @@ if source_is("fits"):
 
     rule fits_stamps:
         input:
-            images=_own_input("images", "fits"),
-            catalog=_own_input("catalog", "fits"),
-            psf=_own_input("psf", "fits"),
+            images=own_input("images", "fits"),
+            catalog=own_input("catalog", "fits"),
+            psf=own_input("psf", "fits"),
         output:
             raw=f"{RESULTS}/data/raw.h5",
         log:
@@ -65,7 +56,7 @@ if source_is("realgalaxy"):
 
     rule realgalaxy:
         input:
-            catalog=_own_input("catalog", "realgalaxy"),
+            catalog=own_input("catalog", "realgalaxy"),
         output:
             raw=f"{RESULTS}/data/raw.h5",
         log:

@@ -189,3 +189,12 @@ def test_noise_power_refuses_negative_spectrum():
     noise = centred_noise(galsim.ImageD(cf, scale=0.03), 1.0)
     with pytest.raises(NoisePowerError, match="negative power"):
         noise_power(noise, (32, 32), 0.03)
+
+
+def test_noise_model_follows_a_coarser_stamp_pixel_scale(raw):
+    # Drawn at 0.06"/pixel (twice COSMOS'), pixel values scale with the pixel area: noise σ x 4.
+    folder = raw[0] / "COSMOS_25.2_training_sample_unpacked"
+    gs = read_cosmos(folder, cosmos_section(stamp_size=48, pixel_scale_arcsec=0.06), sample="25.2", seed=3)
+    corners = np.concatenate([gs.images[:, 0, :8, :8].ravel(), gs.images[:, 0, -8:, -8:].ravel()])
+    assert 0.8 < corners.std() / gs.noise_sigma.mean() < 1.25
+    np.testing.assert_allclose(gs.noise_power.mean(axis=(1, 2, 3)), gs.noise_sigma**2, rtol=0.05)

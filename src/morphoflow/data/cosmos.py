@@ -8,7 +8,9 @@ padded with correlated noise. With it come
 
 * ``psf``: the galaxy's original (effective, pixel-convolved) PSF drawn ``no_pixel`` on the same
   stamp, unit sum, centre at (H // 2, W // 2);
-* ``noise_sigma``: sqrt of the catalog's noise variance (counts/s);
+* ``noise_sigma``: sqrt of the catalog's noise variance (counts/s), times :math:`(s/s_0)^2` for a stamp
+  pixel scale :math:`s` other than the catalog's :math:`s_0` (``no_pixel`` drawing samples surface
+  brightness, so pixel values, noise included, scale with the pixel area);
 * ``noise_power``: the FFT of the noise correlation function drawn on the stamp grid, i.e.
   :math:`E|\mathrm{rfft2}(n)|^2 / (HW)` in counts² (floored at 1e-6 of its maximum);
 * catalog: ``mag`` ← ``mag_auto`` (AB), ``hlr_arcsec`` ← ``flux_radius`` × 0.03 (flux_radius is in
@@ -186,15 +188,17 @@ def draw_galaxy(cat: galsim.COSMOSCatalog, index: int, cosmos: Mapping[str, Any]
     image = galsim.Convolve(gal, psf).drawImage(**opts).array
     psf_image = psf.drawImage(**opts).array
     psf_image = psf_image / psf_image.sum()
-    correlation, _, variance = cat.real_cat.getNoiseProperties(orig)
+    correlation, native, variance = cat.real_cat.getNoiseProperties(orig)
+    # no_pixel samples surface brightness: pixel values, noise included, scale with the pixel area
+    gain = (pixel_scale / float(native)) ** 4
     noise = centred_noise(correlation, variance)
     return {
         "id": ident,
         "orig_index": orig,
         "image": image.astype(np.float32),
         "psf": psf_image.astype(np.float32),
-        "noise_power": noise_power(noise, (stamp_size, stamp_size), pixel_scale).astype(np.float32),
-        "variance": float(noise.getVariance()),
+        "noise_power": (gain * noise_power(noise, (stamp_size, stamp_size), pixel_scale)).astype(np.float32),
+        "variance": gain * float(variance),
     }
 
 

@@ -20,6 +20,7 @@ validate(config, str(DEFAULT_SCHEMA))
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/realdata.smk"
+include: "rules/owndata.smk"
 include: "rules/autoencoder.smk"
 
 

@@ -56,6 +56,15 @@ def source_is(name):
     return config["data"]["source"] == name
 
 
+def own_input(key, section=None):
+    """The input file named by config `section.key` (data.path for source file); None fails at DAG load."""
+    value = config["data"][key] if section is None else config[section][key]
+    if value is None:
+        name = f"data.{key}" if section is None else f"{section}.{key}"
+        raise ValueError(f"data.source '{config['data']['source']}' needs config key '{name}' (a file path)")
+    return value
+
+
 def has_floors():
     """Whether simulation_floors runs (the simulated data set, stamps not re-convolved by preprocess)."""
     return mode_is("images") and source_is("simulate") and config["preprocess"]["target_psf"] is None

@@ -7,8 +7,14 @@ COSMOS_TARBALL = f"{_DL['dir']}/COSMOS_{_DL['sample']}_training_sample.tar.gz"
 HDF_FITS = "resources/hdf/hubble_deep_field.fits"
 
 
-# Resumable (HTTP Range), checksummed download of the ~4.5 GB tarball. Only url and known_hash
-# are params, so that changing retries/timeouts does not trigger a new download.
+# Resumable (HTTP Range), checksummed download of the ~4.5 GB tarball. Only url is a param, so that
+# changing retries/timeouts, or pinning known_hash to the recorded hash, does not trigger a new
+# download; a pin that differs from the recorded <tarball>.sha256 is refused here, at DAG load.
+from morphoflow.data.download import check_pin
+
+check_pin(COSMOS_TARBALL, _DL["known_hash"])
+
+
 rule download:
     output:
         tarball=COSMOS_TARBALL,
@@ -24,7 +30,6 @@ rule download:
         runtime=runtime_min(240),
     params:
         url=_DL["url"].format(sample=_DL["sample"]),
-        known_hash=_DL["known_hash"],
     script:
         "../workflow/scripts/download.py"
 
@@ -48,7 +53,7 @@ if source_is("cosmos"):
             mem_mb=mem_mb(32000),
             runtime=runtime_min(360),
         params:
-            config=pick("cosmos", "download.sample", "download.known_hash", "seed"),
+            config=pick("cosmos", "download.sample", "seed"),
         script:
             "../workflow/scripts/cosmos.py"
 

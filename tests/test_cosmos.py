@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+import galsim
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from _cosmos_fixture import BAD_FIT, BAD_STAMP, FileServer, make_cosmos_tarball
+from _cosmos_fixture import BAD_FIT, BAD_STAMP, FileServer, make_cosmos_sample, make_cosmos_tarball
 from morphoflow.config import load_config
 from morphoflow.contract import read_galaxies
-from morphoflow.data.cosmos import extract_sample, read_cosmos, run_cosmos
+from morphoflow.data.cosmos import NoisePowerError, centred_noise, extract_sample, noise_power, read_cosmos, run_cosmos
 from morphoflow.data.download import DownloadError, fetch
 from morphoflow.data.preprocess import run_preprocess
 
@@ -154,3 +155,46 @@ def test_corrupted_tarball_is_refused_before_extraction(tarball, tmp_path):
     with pytest.raises(DownloadError, match="checksum mismatch"):
         extract_sample(local, tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def _off_centre_correlation(folder, shape=(50, 50), peak=(33, 32)):
+    r"""Write the COSMOS noise correlation function as an even-sized image with lag 0 at pixel ``peak`` (x, y)."""
+    cn = galsim.getCOSMOSNoise()
+    h, w = shape
+    cf = cn.drawImage(galsim.ImageD(w, h, scale=0.03)).array  # lag 0 at (w // 2, h // 2)
+    cf = np.roll(cf, (peak[1] - h // 2, peak[0] - w // 2), axis=(0, 1))
+    assert np.unravel_index(cf.argmax(), cf.shape) == (peak[1], peak[0])
+    fits.PrimaryHDU(cf).writeto(folder / "acs_I_unrot_sci_20_cf.fits", overwrite=True)
+    return cn
+
+
+def test_even_off_centre_noise_correlation_gives_the_true_power(tmp_path):
+    # A 50 x 50 correlation image, lag 0 at (33, 32): GalSim centres it on its true centre, the old
+    # FFT gave ~half the modes negative (silently clamped) and a modulated spectrum.
+    root = make_cosmos_sample(tmp_path, n=6)
+    cn = _off_centre_correlation(root)
+    gs = read_cosmos(tmp_path, cosmos_section(stamp_size=STAMP, exclusion_level="none"), sample="25.2", seed=1)
+    truth = noise_power(cn, (STAMP, STAMP), 0.03)
+    ratio = gs.noise_power[0, 0] / truth
+    assert abs(np.median(ratio) - 1) < 0.02
+    assert np.all((ratio > 0.7) & (ratio < 1.3))  # the 50 x 50 window truncates the far lags only
+    np.testing.assert_allclose(gs.noise_sigma**2, cn.getVariance(), rtol=1e-6)
+
+
+def test_noise_power_refuses_negative_spectrum():
+    # Not a correlation function: strong negative correlation at lag 1 (power 1 - 1.8 (cos kx + cos ky) < 0).
+    cf = np.zeros((11, 11))
+    cf[5, 5] = 1.0
+    cf[5, 4] = cf[5, 6] = cf[4, 5] = cf[6, 5] = -0.9
+    noise = centred_noise(galsim.ImageD(cf, scale=0.03), 1.0)
+    with pytest.raises(NoisePowerError, match="negative power"):
+        noise_power(noise, (32, 32), 0.03)
+
+
+def test_noise_model_follows_a_coarser_stamp_pixel_scale(raw):
+    # Drawn at 0.06"/pixel (twice COSMOS'), pixel values scale with the pixel area: noise σ x 4.
+    folder = raw[0] / "COSMOS_25.2_training_sample_unpacked"
+    gs = read_cosmos(folder, cosmos_section(stamp_size=48, pixel_scale_arcsec=0.06), sample="25.2", seed=3)
+    corners = np.concatenate([gs.images[:, 0, :8, :8].ravel(), gs.images[:, 0, -8:, -8:].ravel()])
+    assert 0.8 < corners.std() / gs.noise_sigma.mean() < 1.25
+    np.testing.assert_allclose(gs.noise_power.mean(axis=(1, 2, 3)), gs.noise_sigma**2, rtol=0.05)

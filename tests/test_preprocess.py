@@ -181,3 +181,19 @@ def test_target_psf_becomes_the_stored_psf_and_broadens_images(galaxies):
     assert noise_only.images.std() == pytest.approx(float(gs.noise_sigma[0]), rel=0.1)
     measured = convolve_to_target(noise_only, target).images.std()
     assert measured == pytest.approx(float(out.noise_sigma[0]), rel=0.2)
+
+
+def test_tiny_catalog_is_explained_up_front(tmp_path, galaxies, caplog):
+    # 8 galaxies none of which hashes into 'val': said before cleaning, with the count and what the split needs.
+    masks = split_ids(galaxies.ids, {"train": 0.8, "val": 0.1, "test": 0.1})
+    tiny = galaxies.subset(np.flatnonzero(~masks["val"])[:8])
+    raw = write_raw(tmp_path / "tiny.h5", tiny)
+    h5, cleaning = outputs(tmp_path)
+    with pytest.raises(PreprocessError, match=r"only 8 galaxies \(fewer than 50\).*split 'val' is empty") as err:
+        preprocess(raw, h5, cleaning, rule_config(1))
+    assert "\n" not in str(err.value) and "0.8/0.1/0.1" in str(err.value)
+    # 40 galaxies: it runs, after a one-line warning that the quantile cut drops the extremes
+    with caplog.at_level("WARNING", logger="morphoflow.data.preprocess"):
+        report = preprocess(write_raw(tmp_path / "raw.h5", galaxies), h5, cleaning, rule_config(1))
+    assert report["removed"]["flux"] >= 2
+    assert any("only 40 galaxies" in r.getMessage() and "flux_quantiles" in r.getMessage() for r in caplog.records)

@@ -1,4 +1,7 @@
-"""Adapter of rule cosmos: COSMOS training sample tarball -> data/raw.h5."""
+"""Adapter of rule cosmos: COSMOS training sample tarball -> data/raw.h5.
+
+download.known_hash is not a param (pinning the recorded hash reruns nothing); it comes from the config.
+"""
 
 from morphoflow.data.cosmos import run_cosmos
 from morphoflow.runtime import setup_rule
@@ -7,6 +10,9 @@ setup_rule(snakemake.log[0], snakemake.threads)
 run_cosmos(
     tarball=snakemake.input.tarball,
     raw=snakemake.output.raw,
-    config=snakemake.params.config,
+    config={
+        **snakemake.params.config,
+        "download": {**snakemake.params.config["download"], "known_hash": snakemake.config["download"]["known_hash"]},
+    },
     threads=snakemake.threads,
 )

@@ -1,6 +1,7 @@
 """Adapter of rule download: resumable, checksummed download of the COSMOS tarball.
 
-Only url and known_hash are the rule's params (what reruns it); retries and timeouts come from the config.
+Only url is the rule's param (what reruns it); known_hash, retries and timeouts come from the config
+(a pinned known_hash is checked against the recorded hash at DAG load and on the file).
 """
 
 from morphoflow.data.download import run_download

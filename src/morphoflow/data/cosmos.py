@@ -8,7 +8,9 @@ padded with correlated noise. With it come
 
 * ``psf``: the galaxy's original (effective, pixel-convolved) PSF drawn ``no_pixel`` on the same
   stamp, unit sum, centre at (H // 2, W // 2);
-* ``noise_sigma``: sqrt of the catalog's noise variance (counts/s);
+* ``noise_sigma``: sqrt of the catalog's noise variance (counts/s), times :math:`(s/s_0)^2` for a stamp
+  pixel scale :math:`s` other than the catalog's :math:`s_0` (``no_pixel`` drawing samples surface
+  brightness, so pixel values, noise included, scale with the pixel area);
 * ``noise_power``: the FFT of the noise correlation function drawn on the stamp grid, i.e.
   :math:`E|\mathrm{rfft2}(n)|^2 / (HW)` in counts² (floored at 1e-6 of its maximum);
 * catalog: ``mag`` ← ``mag_auto`` (AB), ``hlr_arcsec`` ← ``flux_radius`` × 0.03 (flux_radius is in
@@ -24,6 +26,8 @@ from __future__ import annotations
 __all__ = [
     "COSMOS_PIXEL_SCALE",
     "COSMOS_ZEROPOINT",
+    "NoisePowerError",
+    "centred_noise",
     "draw_galaxy",
     "extract_sample",
     "find_catalog",
@@ -91,18 +95,73 @@ def open_catalog(folder: str | os.PathLike, sample: str, cosmos: Mapping[str, An
         raise ValueError(f"{cat_file}: not a readable COSMOS training sample ({err})") from err
 
 
-def noise_power(noise: galsim.BaseCorrelatedNoise, shape: tuple[int, int], pixel_scale: float) -> np.ndarray:
+class NoisePowerError(ValueError):
+    r"""A noise correlation image whose power spectrum has significant negative power (not a correlation function)."""
+
+
+def centred_noise(
+    correlation: galsim.Image | None, variance: float, *, rng: galsim.BaseDeviate | None = None
+) -> galsim.BaseCorrelatedNoise:
+    r"""The correlated noise of a correlation-function image, with lag 0 at the image's peak.
+
+    GalSim's ``RealGalaxyCatalog.getNoise`` centres the correlation image on its *true* centre, which for an
+    even-sized image lies half a pixel from any pixel: lag 0 then sits between pixels and the power spectrum
+    drawn from it is modulated. Here lag 0 is placed explicitly on the peak pixel (a correlation function
+    peaks at lag 0), wherever it is in the image.
+
+    Arguments:
+        correlation: The correlation function image (any size; its scale in arcsec/pixel), or ``None``
+            for white noise.
+        variance: The noise variance (counts²), the value at lag 0.
+        rng: Random deviate of the noise object (not used to compute spectra).
+    """
+
+    if correlation is None:
+        return galsim.UncorrelatedNoise(variance, rng=rng, scale=1.0)
+    arr = correlation.array
+    py, px = np.unravel_index(int(np.argmax(arr)), arr.shape)
+    peak = galsim.PositionD(correlation.xmin + px, correlation.ymin + py)
+    centre = correlation.center
+    ii = galsim.InterpolatedImage(
+        correlation,
+        normalization="sb",
+        calculate_stepk=False,
+        calculate_maxk=False,
+        x_interpolant="linear",
+        use_true_center=False,
+        offset=galsim.PositionD(peak.x - centre.x, peak.y - centre.y),
+    )
+    return galsim.BaseCorrelatedNoise(rng, ii, correlation.wcs).withVariance(variance)
+
+
+def noise_power(
+    noise: galsim.BaseCorrelatedNoise, shape: tuple[int, int], pixel_scale: float, *, max_negative: float = 1e-3
+) -> np.ndarray:
     r"""Noise power spectrum :math:`E|\mathrm{rfft2}(n)|^2 / (HW)` (counts²) of ``noise`` on an H × W grid.
 
-    The correlation function is drawn with lag 0 at pixel (H // 2, W // 2); its FFT is the power
-    spectrum (white noise of variance σ² gives σ² everywhere).
+    The correlation function is drawn with lag 0 at pixel (H // 2, W // 2) (GalSim draws correlated noise
+    at the nominal centre) and moved to pixel (0, 0) before the FFT; white noise of variance σ² gives σ²
+    everywhere. Build ``noise`` from a correlation image with :func:`centred_noise`.
+
+    Raises:
+        NoisePowerError: a mode has negative power below ``-max_negative`` × the largest power (the
+            correlation function is off-centre or not positive definite); tiny negative modes are floored
+            at 1e-6 of the maximum.
     """
 
     h, w = shape
     cf = galsim.ImageD(w, h, scale=pixel_scale)
     noise.drawImage(cf)
     ps = np.fft.rfft2(np.fft.ifftshift(cf.array)).real
-    return np.maximum(ps, 1e-6 * ps.max())
+    top = float(ps.max())
+    if not top > 0 or ps.min() < -max_negative * top:
+        share = float(np.mean(ps < -max_negative * top))
+        raise NoisePowerError(
+            f"noise power spectrum on a {h} x {w} grid has negative power ({share:.0%} of modes, "
+            f"min {ps.min():.3g} vs max {top:.3g}): the noise correlation image is not a centred correlation "
+            "function (its peak must be lag 0)"
+        )
+    return np.maximum(ps, 1e-6 * top)
 
 
 def draw_galaxy(cat: galsim.COSMOSCatalog, index: int, cosmos: Mapping[str, Any], *, seed: int) -> dict[str, Any]:
@@ -129,14 +188,17 @@ def draw_galaxy(cat: galsim.COSMOSCatalog, index: int, cosmos: Mapping[str, Any]
     image = galsim.Convolve(gal, psf).drawImage(**opts).array
     psf_image = psf.drawImage(**opts).array
     psf_image = psf_image / psf_image.sum()
-    noise = cat.real_cat.getNoise(orig)
+    correlation, native, variance = cat.real_cat.getNoiseProperties(orig)
+    # no_pixel samples surface brightness: pixel values, noise included, scale with the pixel area
+    gain = (pixel_scale / float(native)) ** 4
+    noise = centred_noise(correlation, variance)
     return {
         "id": ident,
         "orig_index": orig,
         "image": image.astype(np.float32),
         "psf": psf_image.astype(np.float32),
-        "noise_power": noise_power(noise, (stamp_size, stamp_size), pixel_scale).astype(np.float32),
-        "variance": float(noise.getVariance()),
+        "noise_power": (gain * noise_power(noise, (stamp_size, stamp_size), pixel_scale)).astype(np.float32),
+        "variance": gain * float(variance),
     }
 
 

@@ -16,7 +16,7 @@ file (``<name>.sha256``) and every later reuse of the file is checked against it
 
 from __future__ import annotations
 
-__all__ = ["DownloadError", "fetch", "run_download", "verify"]
+__all__ = ["DownloadError", "check_pin", "fetch", "recorded_hash", "run_download", "verify"]
 
 import logging
 import os
@@ -47,6 +47,35 @@ def _hash_of(path: Path, known_hash: str) -> str:
 def _normalise(known_hash: str) -> str:
     known_hash = known_hash.strip().lower()
     return known_hash if ":" in known_hash else f"sha256:{known_hash}"
+
+
+def recorded_hash(path: str | os.PathLike) -> str | None:
+    r"""The checksum recorded beside ``path`` (``<path>.sha256``), or ``None`` if there is none."""
+
+    record = Path(path).with_name(Path(path).name + ".sha256")
+    return _normalise(record.read_text()) if record.exists() else None
+
+
+def check_pin(path: str | os.PathLike, known_hash: str | None) -> None:
+    r"""Check a configured ``known_hash`` against the hash recorded beside ``path`` (run at DAG load).
+
+    ``known_hash`` is not a rule parameter, so pinning the hash that the first download recorded
+    reruns nothing. A pin of the same algorithm that differs from the record is refused here, before
+    any job runs; a pin of another algorithm is checked on the file by the rules that read it.
+
+    Raises:
+        DownloadError: the pin and the recorded hash differ; the message names both and the files to delete.
+    """
+
+    recorded = recorded_hash(path)
+    if known_hash is None or recorded is None:
+        return
+    pin = _normalise(known_hash)
+    if pin.split(":")[0] == recorded.split(":")[0] and pin != recorded:
+        raise DownloadError(
+            f"config download.known_hash {pin} differs from the hash recorded for {path} in {path}.sha256 "
+            f"({recorded}); if the pin is right, delete {path} and {path}.sha256 to download again"
+        )
 
 
 def verify(path: str | os.PathLike, known_hash: str | None = None) -> str:
@@ -124,7 +153,9 @@ def fetch(
 
     An existing ``path`` is verified (against ``known_hash`` or the recorded ``<path>.sha256``) and
     reused. Dropped connections are resumed with HTTP Range up to ``retries`` times (waiting
-    ``backoff`` × attempt seconds). A file whose checksum does not match is deleted.
+    ``backoff`` × attempt seconds). The new file is checked (against ``known_hash``, or else a hash
+    recorded in ``<path>.sha256`` by an earlier download) before it gets its final name; a file whose
+    checksum does not match is deleted.
 
     Arguments:
         url: The HTTP(S) address.
@@ -175,14 +206,19 @@ def fetch(
             log.warning("%s: connection dropped at byte %d (%s); resuming", url, have, type(err).__name__)
             time.sleep(backoff * (attempt + 1))
 
+    record = path.with_name(path.name + ".sha256")
+    expected = known_hash if known_hash is not None else recorded_hash(path)
     try:
-        if known_hash is not None:
-            verify(part, known_hash)
+        if expected is not None:
+            verify(part, expected)
     except DownloadError as err:
         part.unlink()
-        raise DownloadError(f"{url}: downloaded file {part} deleted: {err}") from err
+        stale = (
+            f"; if the file at {url} has changed, delete the stale {record} and run again" if known_hash is None else ""
+        )
+        raise DownloadError(f"{url}: downloaded file {part} deleted: {err}{stale}") from err
     os.replace(part, path)
-    if known_hash is None:
+    if expected is None:
         verify(path)  # records <path>.sha256
     log.info("downloaded %s -> %s", url, path)
     return path

@@ -39,8 +39,10 @@ Steps, in order (all keys in the ``preprocess`` config section):
 from __future__ import annotations
 
 __all__ = [
+    "MIN_GALAXIES",
     "MIN_TEST_HALF",
     "PreprocessError",
+    "check_sample_size",
     "clean",
     "convolve_to_target",
     "denormalize",
@@ -420,6 +422,41 @@ def split_ids(ids: np.ndarray, fractions: dict[str, float]) -> dict[str, np.ndar
     return {s: (u >= edges[j]) & (u < edges[j + 1]) for j, s in enumerate(SPLIT_NAMES)}
 
 
+MIN_GALAXIES = 50  #: below this, say up front what the split and the flux-quantile cut need
+
+
+def check_sample_size(ids: np.ndarray, cfg: Mapping[str, Any], name: str) -> None:
+    r"""Say up front, in one line, when a raw file is too small for the split and the cleaning.
+
+    With fewer than :data:`MIN_GALAXIES` galaxies, the hashed split of all ``ids`` (before any cleaning)
+    is computed: an empty split is an error, otherwise a warning notes that the flux-quantile cut removes
+    the faintest and brightest galaxies whatever their number.
+
+    Raises:
+        PreprocessError: a split of the ``ids`` is already empty; the message gives the galaxy count,
+            the split sizes and what the split needs.
+    """
+
+    n = len(ids)
+    if n >= MIN_GALAXIES:
+        return
+    masks = split_ids(ids, cfg["split"])
+    sizes = "/".join(str(int(masks[s].sum())) for s in SPLIT_NAMES)
+    fractions = "/".join(f"{float(cfg['split'][s]):g}" for s in SPLIT_NAMES)
+    quantiles = list(cfg["cleaning"]["flux_quantiles"])
+    line = (
+        f"{name}: only {n} galaxies (fewer than {MIN_GALAXIES}): the hashed split train/val/test = {fractions} "
+        f"gives {sizes} before cleaning, and flux_quantiles {quantiles} remove the faintest and brightest"
+    )
+    empty = [s for s in SPLIT_NAMES if not masks[s].any()]
+    if empty:
+        raise PreprocessError(
+            f"{line}; split '{empty[0]}' is empty: every split needs at least one galaxy, so use about "
+            f"{MIN_GALAXIES} galaxies or more, or raise config key 'preprocess.split.{empty[0]}'"
+        )
+    log.warning("%s; expect empty or tiny splits after cleaning (use about %d galaxies or more)", line, MIN_GALAXIES)
+
+
 def _check_splits(
     masks: dict[str, np.ndarray], ids: np.ndarray, split_cfg: Mapping[str, float], name: str, min_test_half: int
 ) -> None:
@@ -493,6 +530,7 @@ def run_preprocess(
     cfg, name = config["preprocess"], str(raw)
     gs = load_raw(raw)
     n_in = len(gs)
+    check_sample_size(gs.ids, cfg, name)
     keep, removed = clean(gs, cfg["cleaning"], name)
     gs = gs.subset(np.flatnonzero(keep))
     log.info("cleaning kept %d of %d galaxies: %s", len(gs), n_in, removed)

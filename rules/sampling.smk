@@ -2,13 +2,28 @@
 # results/samples/flow.h5: latents from the flow; results/samples/gaussian.h5: the baseline
 # z ~ N(0, I) in the decoder's latent space. Both decoded, PSF-convolved and given noise from
 # the test galaxy's noise model; data-contract layout plus a dataset 'z' of the latents.
+# results/samples/parametric.h5 (issue 13): the smooth GalSim profile of each galaxy at its catalog
+# parameters (morphoflow.parametric; simulated data set only). results/samples/<method>_train.h5:
+# the same for the train split (rule sample_split; the powered C2ST of the metrics trains on them).
+
+SAMPLE_METHODS = [*config["sample"]["methods"], "parametric"]
+
+
+def _sample_inputs(data):
+    def inputs(wildcards):
+        if wildcards.method == "parametric":
+            return {"test": data}
+        out = {"test": data, "autoencoder": f"{RESULTS}/autoencoder/model.pt"}
+        if wildcards.method == "flow":
+            out["flow"] = f"{RESULTS}/flow/model.pt"
+        return out
+
+    return inputs
 
 
 rule sample:
     input:
-        test=f"{RESULTS}/data/test.h5",
-        autoencoder=f"{RESULTS}/autoencoder/model.pt",
-        flow=branch(lambda wc: wc.method == "flow", then=f"{RESULTS}/flow/model.pt"),
+        unpack(_sample_inputs(f"{RESULTS}/data/test.h5")),
     output:
         samples=f"{RESULTS}/samples/{{method}}.h5",
     log:
@@ -16,7 +31,7 @@ rule sample:
     benchmark:
         bench_path("sample_{method}")
     wildcard_constraints:
-        method="|".join(config["sample"]["methods"]),
+        method="|".join(SAMPLE_METHODS),
     conda:
         "../envs/morphoflow.yaml"
     threads: 2
@@ -24,6 +39,20 @@ rule sample:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(30),
     params:
-        config=pick("sample", "seed", "flow.out_of_range"),
+        config=pick("sample", "seed", "flow.out_of_range", "data.source", "simulate", "preprocess.target_psf"),
     script:
         "../workflow/scripts/sample.py"
+
+
+use rule sample as sample_split with:
+    input:
+        unpack(_sample_inputs(f"{RESULTS}/data/{{split}}.h5")),
+    output:
+        samples=f"{RESULTS}/samples/{{method}}_{{split}}.h5",
+    log:
+        log_path("sample_{method}_{split}"),
+    benchmark:
+        bench_path("sample_{method}_{split}")
+    wildcard_constraints:
+        method="|".join(SAMPLE_METHODS),
+        split="train",

@@ -194,10 +194,23 @@ def _write_samples(path: str | os.PathLike, gs: GalaxySet, z: np.ndarray, method
             ds.attrs["description"] = f"latents decoded into 'truth' ({method})"
 
 
+def _run_parametric(test: str | os.PathLike, samples: str | os.PathLike, config: Mapping[str, Any]) -> GalaxySet:
+    r"""Method ``parametric``: :func:`morphoflow.parametric.parametric_set` of the galaxies of ``test``."""
+
+    from .parametric import parametric_set
+
+    gs = read_galaxies(test)
+    out = parametric_set(gs, config, name=str(test))
+    with atomic_path(samples) as tmp:
+        write_galaxies(tmp, out)
+    log.info("wrote %s (%d parametric galaxies)", samples, len(out))
+    return out
+
+
 def run_sample(
     *,
     test: str | os.PathLike,
-    autoencoder: str | os.PathLike,
+    autoencoder: str | os.PathLike | None,
     samples: str | os.PathLike,
     method: str,
     config: Mapping[str, Any],
@@ -208,10 +221,12 @@ def run_sample(
 
     Arguments:
         test: The test split (contract file); its catalog gives the conditions.
-        autoencoder: The trained autoencoder (its decoder makes the images).
+        autoencoder: The trained autoencoder (its decoder makes the images; unused by ``parametric``).
         samples: Output galaxy file.
-        method: ``flow`` or ``gaussian`` (:data:`METHODS`).
-        config: ``{"sample": ..., "seed": ..., "flow": {"out_of_range": ...}}`` from the validated config.
+        method: ``flow`` or ``gaussian`` (:data:`METHODS`), or ``parametric``
+            (:func:`morphoflow.parametric.parametric_set`: no latents, no dataset ``z``).
+        config: ``{"sample": ..., "seed": ..., "flow": {"out_of_range": ...}}`` from the validated config;
+            ``parametric`` also reads ``data.source``, ``simulate`` and ``preprocess.target_psf``.
         flow: The trained flow file (method ``flow`` only).
 
     The output holds ``images`` (observed: PSF-convolved + noise, counts), ``truth`` (PSF-free,
@@ -220,8 +235,10 @@ def run_sample(
     dataset ``z`` (N, D) of the latents that were decoded.
     """
 
+    if method == "parametric":
+        return _run_parametric(test, samples, config)
     if method not in METHODS:
-        raise ValueError(f"unknown sampling method '{method}' (choose from {list(METHODS)})")
+        raise ValueError(f"unknown sampling method '{method}' (choose from {list(METHODS)} or 'parametric')")
     scfg, seed = config["sample"], int(config["seed"])
     dev = select_device(scfg["device"])
     gs = read_galaxies(test)

@@ -2,8 +2,10 @@ r"""``results/summary.md``: the metrics as readable Markdown tables, models side
 
 Each ratio (distance / real-vs-real floor) is marked ✓ when it is at most
 ``metrics.targets.ratio`` and ✗ otherwise; the C2ST AUC is marked against
-``floor + metrics.targets.c2st_auc_excess``; conditional correlations against
-``metrics.targets.corr_fraction`` times the real galaxies' correlation.
+``floor + metrics.targets.c2st_auc_excess`` (the powered C2ST against its real-vs-real control, at
+least 0.5, plus the same excess); the HSM biases against ``metrics.targets.shape_bias_pct``;
+conditional correlations against ``metrics.targets.corr_fraction`` times the real galaxies' correlation.
+Columns ``<model> bright`` hold the bright bin (brightest third of the test split by catalog mag).
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ def _powered_cell(block: dict[str, Any], excess: float) -> str:
     ctl = e.get("control", {}).get("auc")
     if ctl is None:
         return f"{e['auc']:.3f}{ci}"
-    return f"{e['auc']:.3f}{ci} (control {ctl:.3f}) {_mark(e['auc'] <= ctl + excess)}"
+    # the control reads 0.5 up to noise: a control below 0.5 does not make the target stricter
+    return f"{e['auc']:.3f}{ci} (control {ctl:.3f}) {_mark(e['auc'] <= max(ctl, 0.5) + excess)}"
 
 
-def _bias_cell(block: dict[str, Any], key: str, target_pct: float = 2.0) -> str:
+def _bias_cell(block: dict[str, Any], key: str, target_pct: float) -> str:
     e = block.get("shape_bias", {}).get(key)
     if not e or "bias_pct" not in e:
         return "—"
@@ -147,8 +150,8 @@ def _generation_tables(gen: dict[str, Any], t: Mapping[str, float]) -> list[str]
         lines.append(_row(label, [_ratio_cell(b.get(key), t["ratio"], "distance") for _, b in cols]))
     lines.append(_row("C2ST AUC (test halves)", [_c2st_cell(b, t["c2st_auc_excess"]) for _, b in cols]))
     lines.append(_row("powered C2ST AUC [95 %]", [_powered_cell(b, t["c2st_auc_excess"]) for _, b in cols]))
-    lines.append(_row("HSM \\|e\\| bias", [_bias_cell(b, "e_abs") for _, b in cols]))
-    lines.append(_row("HSM σ bias", [_bias_cell(b, "sigma") for _, b in cols]))
+    lines.append(_row("HSM \\|e\\| bias", [_bias_cell(b, "e_abs", t["shape_bias_pct"]) for _, b in cols]))
+    lines.append(_row("HSM σ bias", [_bias_cell(b, "sigma", t["shape_bias_pct"]) for _, b in cols]))
     for c in sorted({c for _, b in cols for c in b.get("conditional", {})}):
         cells = [_conditional_cell(b, c, t["corr_fraction"]) for _, b in cols]
         lines.append(_row(f"Spearman requested vs measured {c}", cells))
@@ -167,7 +170,8 @@ def format_summary(metrics: dict[str, Any], targets: Mapping[str, float]) -> str
     r"""Markdown text of ``metrics`` (the metrics.json dictionary) marked against ``targets``.
 
     Arguments:
-        targets: The ``metrics.targets`` config section (``ratio``, ``c2st_auc_excess``, ``corr_fraction``).
+        targets: The ``metrics.targets`` config section (``ratio``, ``c2st_auc_excess``, ``corr_fraction``,
+            ``shape_bias_pct``).
     """
     data = metrics.get("data", {})
     counts = ", ".join(f"{k} = {data[k]}" for k in ("n_train", "n_val", "n_test") if k in data)

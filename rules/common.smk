@@ -71,6 +71,20 @@ def train_gpus():
     return 1 if config["cluster"]["gpu_training"] else 0
 
 
+# Inputs of rules sample / sample_split (rules/sampling.smk): the split's galaxies, and the models of
+# the method (none for parametric).
+def _sample_inputs(data):
+    def inputs(wildcards):
+        if wildcards.method == "parametric":
+            return {"test": data}
+        out = {"test": data, "autoencoder": f"{RESULTS}/autoencoder/model.pt"}
+        if wildcards.method == "flow":
+            out["flow"] = f"{RESULTS}/flow/model.pt"
+        return out
+
+    return inputs
+
+
 def metrics_models():
     """The generated sets the metrics compare: metrics.models, less `parametric` where the data source has
     no profile parameters (morphoflow.parametric; the metrics then mark it unavailable)."""

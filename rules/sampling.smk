@@ -9,18 +9,6 @@
 SAMPLE_METHODS = [*config["sample"]["methods"], "parametric"]
 
 
-def _sample_inputs(data):
-    def inputs(wildcards):
-        if wildcards.method == "parametric":
-            return {"test": data}
-        out = {"test": data, "autoencoder": f"{RESULTS}/autoencoder/model.pt"}
-        if wildcards.method == "flow":
-            out["flow"] = f"{RESULTS}/flow/model.pt"
-        return out
-
-    return inputs
-
-
 rule sample:
     input:
         unpack(_sample_inputs(f"{RESULTS}/data/test.h5")),

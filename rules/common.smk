@@ -72,11 +72,11 @@ def train_gpus():
 
 
 # Inputs of rules sample / sample_split (rules/sampling.smk): the split's galaxies, and the models of
-# the method (none for parametric).
+# the method (parametric: none; on COSMOS data the training-sample tarball, rules/realdata.smk).
 def _sample_inputs(data):
     def inputs(wildcards):
         if wildcards.method == "parametric":
-            return {"test": data}
+            return {"test": data, **({"cosmos": ancient(COSMOS_TARBALL)} if source_is("cosmos") else {})}
         out = {"test": data, "autoencoder": f"{RESULTS}/autoencoder/model.pt"}
         if wildcards.method == "flow":
             out["flow"] = f"{RESULTS}/flow/model.pt"
@@ -88,7 +88,7 @@ def _sample_inputs(data):
 def metrics_models():
     """The generated sets the metrics compare: metrics.models, less `parametric` where the data source has
     no profile parameters (morphoflow.parametric; the metrics then mark it unavailable)."""
-    return [m for m in config["metrics"]["models"] if m != "parametric" or source_is("simulate")]
+    return [m for m in config["metrics"]["models"] if m != "parametric" or source_is("simulate") or source_is("cosmos")]
 
 
 # Inputs of the metrics job, see rules/metrics.smk. The test split, the samples (test and train

@@ -3,7 +3,7 @@
 # z ~ N(0, I) in the decoder's latent space. Both decoded, PSF-convolved and given noise from
 # the test galaxy's noise model; data-contract layout plus a dataset 'z' of the latents.
 # results/samples/parametric.h5 (issue 13): the smooth GalSim profile of each galaxy at its catalog
-# parameters (morphoflow.parametric; simulated data set only). results/samples/<method>_train.h5:
+# parameters (morphoflow.parametric; simulated data set and COSMOS). results/samples/<method>_train.h5:
 # the same for the train split (rule sample_split; the powered C2ST of the metrics trains on them).
 
 SAMPLE_METHODS = [*config["sample"]["methods"], "parametric"]
@@ -27,7 +27,17 @@ rule sample:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(30),
     params:
-        config=pick("sample", "seed", "flow.out_of_range", "data.source", "simulate", "preprocess.target_psf"),
+        config=pick(
+            "sample",
+            "seed",
+            "flow.out_of_range",
+            "data.source",
+            "simulate",
+            "preprocess.target_psf",
+            "cosmos",
+            "download.sample",
+            "download.known_hash",
+        ),
     script:
         "../workflow/scripts/sample.py"
 

@@ -104,7 +104,7 @@ CONFIG = {
                                "bright": {"min_half": 3}, "shapes": {"n_boot": 50}}}
     )["metrics"],
     "seed": 42,
-    "data": {"source": "cosmos"},
+    "data": {"source": "stamps"},
 }  # fmt: skip
 
 
@@ -221,7 +221,7 @@ def test_metrics_json_validates_and_is_finite(run_dir):
         assert "ratio" in br["morphology"]["r50"] and "ratio" in br["power_spectrum"]
         assert br["c2st_powered"]["n_test"] == 20 and "control" in br["c2st_powered"]
         assert br["shape_bias"]["sigma"]["n"] <= 10
-    assert "cosmos" in on_disk["generation"]["parametric"]["unavailable"]
+    assert "stamps" in on_disk["generation"]["parametric"]["unavailable"]
     # real galaxies measure their own conditions well
     assert on_disk["generation"]["flow"]["conditional"]["mag"]["corr_real"] > 0.9
     for p in plots.values():
@@ -274,7 +274,7 @@ def test_summary_marks_targets(run_dir):
     assert "✗" in text and "✓" in text
     assert text == format_summary(metrics, CONFIG["metrics"]["targets"])
     assert "Data: n_train = 40, n_val = 20, n_test = 30." in text
-    assert "- parametric: unavailable (data source 'cosmos'" in text
+    assert "- parametric: unavailable (data source 'stamps'" in text
     rows = _table_rows(text)
     gen = metrics["generation"]
     cols = [

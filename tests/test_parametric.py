@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from _cosmos_fixture import make_cosmos_tarball
+from morphoflow.autoencoder.forward import fft_convolve
 from morphoflow.config import load_config
 from morphoflow.contract import ContractError, read_galaxies, write_galaxies
+from morphoflow.data.cosmos import run_cosmos
 from morphoflow.data.floors import simulation_floors
 from morphoflow.data.simulate import simulate
 from morphoflow.parametric import parametric_set, parametric_unavailable
@@ -49,10 +52,43 @@ def test_parametric_baseline_reproduces_the_smooth_floor(simulated, tmp_path):
 
 def test_parametric_is_unavailable_without_profile_parameters(simulated):
     config, gs = simulated
-    other = {**config, "data": {**config["data"], "source": "cosmos"}}
-    assert parametric_unavailable(config) is None and "cosmos" in parametric_unavailable(other)
+    other = {**config, "data": {**config["data"], "source": "stamps"}}
+    assert parametric_unavailable(config) is None and "stamps" in parametric_unavailable(other)
     with pytest.raises(ValueError, match="unavailable"):
         parametric_set(gs, other)
+    with pytest.raises(ValueError, match="tarball"):
+        parametric_set(gs, {**config, "data": {**config["data"], "source": "cosmos"}})
     wrong = {**config, "seed": config["seed"] + 1}
     with pytest.raises(ContractError, match="another config or seed"):
         parametric_set(gs, wrong)
+
+
+def test_cosmos_parametric_fits_match_the_galaxies(tmp_path):
+    # a COSMOS-format sample whose galaxies are Sérsic profiles and whose fits are their true parameters
+    tarball = make_cosmos_tarball(tmp_path / "src", n=6)
+    config = load_config(
+        overrides={
+            "seed": 7,
+            "data": {"source": "cosmos"},
+            "cosmos": {"stamp_size": 48},
+            "download": {"sample": "25.2"},
+        }
+    )
+    rule_config = {"cosmos": config["cosmos"], "seed": 7, "download": config["download"]}
+    run_cosmos(tarball=tarball, raw=tmp_path / "raw.h5", config=rule_config)
+    run_sample(test=tmp_path / "raw.h5", autoencoder=None, samples=tmp_path / "p.h5", method="parametric",
+               config=config, cosmos=tarball)  # fmt: skip
+    real, par = read_galaxies(tmp_path / "raw.h5"), read_galaxies(tmp_path / "p.h5")
+    assert np.array_equal(par.ids, real.ids) and len(par) >= 4
+    # same light as the observed galaxy (its own fit), drawn through the galaxy's PSF with its noise model
+    flux_real, flux_par = real.images.sum(axis=(1, 2, 3)), par.truth.sum(axis=(1, 2, 3))
+    assert flux_par == pytest.approx(flux_real, rel=0.25)  # the real stamp sums hold noise
+    assert flux_par.sum() == pytest.approx(flux_real.sum(), rel=0.1)
+    sigma = real.noise_sigma.reshape(-1, 1, 1, 1)
+    model = fft_convolve(torch.as_tensor(par.truth), torch.as_tensor(real.psf)).numpy()  # fit ⊛ the galaxy's PSF
+    assert ((par.images - model) / sigma).std(axis=(1, 2, 3)) == pytest.approx(1.0, abs=0.1)  # its noise level
+    # the fits are bulge + disk or single Sérsic approximations of the galaxies: residuals of a few sigma at
+    # 100+ sigma peaks, far below those against another galaxy
+    resid = ((real.images - model) / sigma).std(axis=(1, 2, 3))
+    other = ((real.images - model[::-1]) / sigma).std(axis=(1, 2, 3))
+    assert np.median(resid) < 3.0 and resid.mean() < 0.5 * other.mean()

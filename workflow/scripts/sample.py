@@ -8,6 +8,7 @@ run_sample(
     test=snakemake.input.test,
     autoencoder=snakemake.input.get("autoencoder") or None,
     flow=snakemake.input.get("flow") or None,
+    cosmos=snakemake.input.get("cosmos") or None,
     samples=snakemake.output.samples,
     method=snakemake.wildcards.method,
     config=snakemake.params.config,

@@ -47,7 +47,9 @@ def test_powered_c2st_catches_a_generator_of_too_large_galaxies(sets):
     x = {k: prepare(v, NOISE) for k, v in sets.items() if not k.endswith("ids")}
     bright = np.zeros(len(sets["test_ids"]), bool)
     bright[::3] = True
-    res = powered_c2st(x["train"], x["train_big"], x["test"], x["test_big"], subsets={"bright": (bright, bright)})
+    res = powered_c2st(
+        x["train"], x["train_big"], x["test"], x["test_big"], subsets={"bright": (bright, bright)}, epochs=3
+    )
     assert res["all"]["auc"] >= 0.8
     lo, hi = res["all"]["interval"]
     assert lo <= res["all"]["auc"] <= hi and hi - lo < 0.1
@@ -59,7 +61,7 @@ def test_powered_c2st_of_two_halves_of_one_real_set_reads_one_half(sets):
     x_train, x_test = prepare(sets["train"], NOISE), prepare(sets["test"], NOISE)
     h1, h2 = split_halves(sets["train_ids"], salt="metrics-train-half")
     a, b = split_halves(sets["test_ids"])
-    res = powered_c2st(x_train[h1], x_train[h2], x_test[a], x_test[b])["all"]
+    res = powered_c2st(x_train[h1], x_train[h2], x_test[a], x_test[b], epochs=3)["all"]
     assert abs(res["auc"] - 0.5) <= 0.08
     assert res["interval"][0] <= 0.5 <= res["interval"][1]
 

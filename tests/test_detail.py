@@ -33,7 +33,11 @@ def _config(epochs_global: int, epochs_detail: int) -> dict:
         ROOT / "config/test.yaml",
         overrides={
             # galaxies bright enough to show their clumps (peak S/N ~ 20-60), half their disk light in clumps
-            "simulate": {"n_galaxies": 32, "catalog": {"mag_min": 22.5, "mag_max": 23.0}, "knots": {"max_fraction": 0.5}},
+            "simulate": {
+                "n_galaxies": 32,
+                "catalog": {"mag_min": 22.5, "mag_max": 23.0},
+                "knots": {"max_fraction": 0.5},
+            },
             "autoencoder": {
                 "beta": 0.1,
                 "train": dict(STEPS, max_epochs=epochs_global, lr=0.003),

@@ -100,7 +100,7 @@ def test_c2st_identical_near_half_and_different_near_one():
 #: and a data source without profile parameters (the parametric baseline is unavailable).
 CONFIG = {
     "metrics": load_config(
-        overrides={"metrics": {"c2st": {"epochs": 2, "batch_size": 16, "powered": {"n_boot": 50}},
+        overrides={"metrics": {"c2st": {"epochs": 2, "batch_size": 16, "powered": {"epochs": 3, "n_boot": 50}},
                                "bright": {"min_half": 3}, "shapes": {"n_boot": 50}}}
     )["metrics"],
     "seed": 42,

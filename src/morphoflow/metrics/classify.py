@@ -49,7 +49,7 @@ def _net() -> nn.Module:
 
 
 def train_classifier(
-    xa: np.ndarray, xb: np.ndarray, *, seed: int, epochs: int = 3, batch_size: int = 64, lr: float = 2e-3
+    xa: np.ndarray, xb: np.ndarray, *, seed: int, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3
 ) -> nn.Module:
     r"""A CNN trained to score ``xb`` (label 1) above ``xa`` (label 0); inputs from :func:`prepare`.
 
@@ -115,7 +115,7 @@ def powered_c2st(
     *,
     subsets: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     seed: int = 0,
-    epochs: int = 3,
+    epochs: int = 10,
     batch_size: int = 64,
     lr: float = 2e-3,
     n_boot: int = 200,

@@ -80,11 +80,34 @@ def train_gpus():
     return 1 if config["cluster"]["gpu_training"] else 0
 
 
-# Inputs of the metrics job, see rules/metrics.smk. The test split, the samples, and every stage's summary.
+# Inputs of rules sample / sample_split (rules/sampling.smk): the split's galaxies, and the models of
+# the method (parametric: none; on COSMOS data the training-sample tarball, rules/realdata.smk).
+def _sample_inputs(data):
+    def inputs(wildcards):
+        if wildcards.method == "parametric":
+            return {"test": data, **({"cosmos": ancient(COSMOS_TARBALL)} if source_is("cosmos") else {})}
+        out = {"test": data, "autoencoder": f"{RESULTS}/autoencoder/model.pt"}
+        if wildcards.method == "flow":
+            out["flow"] = f"{RESULTS}/flow/model.pt"
+        return out
+
+    return inputs
+
+
+def metrics_models():
+    """The generated sets the metrics compare: metrics.models, less `parametric` where the data source has
+    no profile parameters (morphoflow.parametric; the metrics then mark it unavailable)."""
+    return [m for m in config["metrics"]["models"] if m != "parametric" or source_is("simulate") or source_is("cosmos")]
+
+
+# Inputs of the metrics job, see rules/metrics.smk. The test split, the samples (test and train
+# counterparts), and every stage's summary.
 def _metrics_inputs(wildcards):
     return {
         "test": f"{RESULTS}/data/test.h5",
-        **{f"samples_{m}": f"{RESULTS}/samples/{m}.h5" for m in config["metrics"]["models"]},
+        **{f"samples_{m}": f"{RESULTS}/samples/{m}.h5" for m in metrics_models()},
+        **{f"train_samples_{m}": f"{RESULTS}/samples/{m}_train.h5" for m in metrics_models()},
+        "autoencoder": f"{RESULTS}/autoencoder/model.pt",
         "train": f"{RESULTS}/data/train.h5",
         "val": f"{RESULTS}/data/val.h5",
         "cleaning": f"{RESULTS}/data/cleaning.json",

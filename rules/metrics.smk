@@ -39,7 +39,7 @@ rule metrics:
         mem_mb=mem_mb(4000),
         runtime=runtime_min(20),
     params:
-        config=pick("metrics", "seed"),
+        config=pick("metrics", "seed", "data.source"),
         # Wall times (timing_s) come from the other rules' benchmark files. They are not declared
         # inputs (no rule outputs them; rules with wildcards have many): every rule upstream of
         # this one has finished, so its benchmark file exists when this job starts.

@@ -45,12 +45,21 @@ def without_timing(metrics: dict) -> dict:
 
 def test_dag_produces_metrics_summary_plots_logs(tiny_run):
     metrics = json.loads((tiny_run / "results/metrics.json").read_text())
-    assert metrics["format_version"] == 1
+    assert metrics["format_version"] == 2
     assert metrics["data"]["n_test"] > 0 and metrics["data"]["n_train"] > metrics["data"]["n_test"]
-    for kind in ("flow", "gaussian"):
+    for kind in ("flow", "gaussian", "parametric"):
         gen = metrics["generation"][kind]
         assert 0.0 <= gen["c2st_auc"] <= 1.0
         assert set(gen["morphology"]) >= {"flux", "r50", "gini", "m20", "concentration", "asymmetry", "smoothness"}
+        # issue 13: powered C2ST (train split vs its counterparts) with control, HSM biases, the bright bin
+        pc = gen["c2st_powered"]
+        assert pc["n_train"] == metrics["data"]["n_train"] and pc["n_test"] == 2 * metrics["data"]["n_test"]
+        assert "interval" in pc and 0.0 <= pc["control"]["auc"] <= 1.0
+        assert {"e_abs", "sigma"} == set(gen["shape_bias"])
+        bright = gen["bright"]
+        assert 0 < bright["n"] < metrics["data"]["n_test"] and "c2st_powered" in bright and "shape_bias" in bright
+        # the tiny test split's bright third is too small for a floor: the entries say so
+        assert bright["morphology"]["r50"]["too_small"] and bright["power_spectrum"]["too_small"]
     # the simulated data set's oracle floors: the exact redraw leaves only noise, the clump-free one more
     ae = metrics["autoencoder"]
     assert abs(ae["floor_exact_chi2_per_pixel"] - 1.0) < 0.1
@@ -65,6 +74,10 @@ def test_dag_produces_metrics_summary_plots_logs(tiny_run):
     assert (tiny_run / "results/plots/draws.png").stat().st_size > 10_000
     rules_run = {p.stem for p in (tiny_run / "benchmarks").glob("*.tsv")}
     assert {"preprocess", "train_autoencoder", "train_flow", "sample_flow", "sample_gaussian"} <= rules_run
+    assert {"sample_parametric", "sample_flow_train", "sample_gaussian_train", "sample_parametric_train"} <= rules_run
+    summary = (tiny_run / "results/summary.md").read_text()
+    assert "| statistic | flow | flow bright | gaussian | gaussian bright | parametric | parametric bright |" in summary
+    assert "powered C2ST AUC" in summary and "bin too small for a floor" in summary and "- gini: all: flow " in summary
     assert {p.stem for p in (tiny_run / "logs").glob("*.log")} >= rules_run
     assert set(metrics["timing_s"]) >= rules_run - {"metrics"}
 

@@ -194,25 +194,45 @@ def _write_samples(path: str | os.PathLike, gs: GalaxySet, z: np.ndarray, method
             ds.attrs["description"] = f"latents decoded into 'truth' ({method})"
 
 
+def _run_parametric(
+    test: str | os.PathLike, samples: str | os.PathLike, config: Mapping[str, Any], cosmos: str | os.PathLike | None
+) -> GalaxySet:
+    r"""Method ``parametric``: :func:`morphoflow.parametric.parametric_set` of the galaxies of ``test``."""
+
+    from .parametric import parametric_set
+
+    gs = read_galaxies(test)
+    out = parametric_set(gs, config, name=str(test), cosmos=cosmos)
+    with atomic_path(samples) as tmp:
+        write_galaxies(tmp, out)
+    log.info("wrote %s (%d parametric galaxies)", samples, len(out))
+    return out
+
+
 def run_sample(
     *,
     test: str | os.PathLike,
-    autoencoder: str | os.PathLike,
+    autoencoder: str | os.PathLike | None,
     samples: str | os.PathLike,
     method: str,
     config: Mapping[str, Any],
     flow: str | os.PathLike | None = None,
+    cosmos: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> GalaxySet:
     r"""Rule ``sample``: generated counterparts of every test galaxy, written in the data contract.
 
     Arguments:
         test: The test split (contract file); its catalog gives the conditions.
-        autoencoder: The trained autoencoder (its decoder makes the images).
+        autoencoder: The trained autoencoder (its decoder makes the images; unused by ``parametric``).
         samples: Output galaxy file.
-        method: ``flow`` or ``gaussian`` (:data:`METHODS`).
-        config: ``{"sample": ..., "seed": ..., "flow": {"out_of_range": ...}}`` from the validated config.
+        method: ``flow`` or ``gaussian`` (:data:`METHODS`), or ``parametric``
+            (:func:`morphoflow.parametric.parametric_set`: no latents, no dataset ``z``).
+        config: ``{"sample": ..., "seed": ..., "flow": {"out_of_range": ...}}`` from the validated config;
+            ``parametric`` also reads ``data.source``, ``simulate``, ``preprocess.target_psf``, ``cosmos`` and
+            ``download.sample``.
         flow: The trained flow file (method ``flow`` only).
+        cosmos: The COSMOS training-sample tarball (method ``parametric`` on COSMOS data only).
 
     The output holds ``images`` (observed: PSF-convolved + noise, counts), ``truth`` (PSF-free,
     noiseless, counts), the test file's ``psf``, ``noise_sigma``, ``noise_power`` and catalog (the
@@ -220,8 +240,10 @@ def run_sample(
     dataset ``z`` (N, D) of the latents that were decoded.
     """
 
+    if method == "parametric":
+        return _run_parametric(test, samples, config, cosmos)
     if method not in METHODS:
-        raise ValueError(f"unknown sampling method '{method}' (choose from {list(METHODS)})")
+        raise ValueError(f"unknown sampling method '{method}' (choose from {list(METHODS)} or 'parametric')")
     scfg, seed = config["sample"], int(config["seed"])
     dev = select_device(scfg["device"])
     gs = read_galaxies(test)

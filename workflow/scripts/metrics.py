@@ -8,6 +8,7 @@ inputs, outputs = dict(snakemake.input.items()), dict(snakemake.output.items())
 run_metrics(
     test=inputs.pop("test"),
     samples={k[len("samples_") :]: inputs.pop(k) for k in list(inputs) if k.startswith("samples_")},
+    train_samples={k[len("train_samples_") :]: inputs.pop(k) for k in list(inputs) if k.startswith("train_samples_")},
     metrics=outputs["metrics"],
     summary=outputs["summary"],
     plots={k[len("plot_") :]: v for k, v in outputs.items() if k.startswith("plot_")},

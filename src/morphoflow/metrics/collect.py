@@ -21,11 +21,13 @@ __all__ = [
     "UPSTREAM",
     "Measured",
     "assemble",
+    "bright_mask",
     "compare",
     "compare_sets",
     "measure",
     "measure_properties",
     "plot",
+    "powered_c2st_block",
     "read_benchmarks",
     "run_metrics",
     "validate_metrics",
@@ -55,6 +57,7 @@ from .distances import frechet_distance, split_halves, wasserstein_1d, with_floo
 from .moments import measure_moments
 from .morphology import MORPHOLOGY_PROPERTIES, measure_morphology
 from .power_spectrum import power_spectrum_distance
+from .shapes import shape_biases
 from .summary import write_summary
 
 log = logging.getLogger("morphoflow.metrics")
@@ -113,18 +116,28 @@ def _entry(d: float, floor: float, n_bad_real: int, n_bad_gen: int, key: str = "
     return {"failed": True, "n_failed_real": int(n_bad_real), "n_failed_generated": int(n_bad_gen)}
 
 
+def _too_small(n_a: int, n_b: int, min_half: int) -> dict[str, Any]:
+    return {"too_small": True, "n_a": int(n_a), "n_b": int(n_b), "min_half": int(min_half)}
+
+
 def compare_sets(
     real: dict[str, np.ndarray],
     gen: dict[str, np.ndarray],
     half_a: np.ndarray,
     half_b: np.ndarray,
     properties: tuple[str, ...] = PROPERTIES,
+    min_half: int = 2,
 ) -> dict[str, Any]:
     r"""Per-property W1 and the Fréchet distance of generated vs real, each beside its floor.
 
     ``real`` and ``gen`` hold per-galaxy properties of the same galaxies (generated galaxy i at
-    the conditions of real galaxy i); ``half_a`` / ``half_b`` are boolean masks of the halves.
+    the conditions of real galaxy i); ``half_a`` / ``half_b`` are boolean masks of the halves. With
+    fewer than ``min_half`` galaxies in a half, every entry is ``{"too_small": true, ...}`` (no stable floor).
     """
+    n_a, n_b = int(np.sum(half_a)), int(np.sum(half_b))
+    if min(n_a, n_b) < min_half:
+        small = _too_small(n_a, n_b, min_half)
+        return {"morphology": {k: dict(small) for k in properties}, "frechet_morphology": dict(small)}
     out: dict[str, Any] = {"morphology": {}}
     ratios = []
     for k in properties:
@@ -244,7 +257,8 @@ def read_benchmarks(paths: Sequence[str | os.PathLike], skip: tuple[str, ...] = 
 
 #: Optional inputs of rule ``metrics`` from the other stages (keys of ``upstream`` of :func:`run_metrics`).
 UPSTREAM: tuple[str, ...] = (
-    "train", "val", "cleaning", "latents", "ae_metrics", "ae_history", "flow_metrics", "flow_history", "draws",
+    "train", "val", "autoencoder", "cleaning", "latents", "ae_metrics", "ae_history", "flow_metrics", "flow_history",
+    "draws",
 )  # fmt: skip
 #: Keys copied from the stage summaries: required, then optional ones.
 AE_KEYS = ("test_chi2_per_pixel", "test_chi2_per_pixel_stamp", "test_mse", "test_ssim")
@@ -291,6 +305,7 @@ class Measured:
         real_props, gen_props: Properties of the observed images (real; per model).
         real_truth_props, gen_truth_props: Properties of the noiseless PSF-free images where the files
             hold them (``truth``), else None / left out.
+        bright: Boolean mask of the bright bin of the test split (:func:`bright_mask`; None without ``mag``).
     """
 
     real: GalaxySet
@@ -302,6 +317,7 @@ class Measured:
     gen_props: dict[str, dict[str, np.ndarray]]
     real_truth_props: dict[str, np.ndarray] | None
     gen_truth_props: dict[str, dict[str, np.ndarray]]
+    bright: np.ndarray | None = None
 
 
 def _read_sets(
@@ -329,7 +345,7 @@ def measure(
 
     Arguments:
         test, samples: As :func:`run_metrics`.
-        cfg: The ``metrics`` config section (``channel``, ``morphology``).
+        cfg: The ``metrics`` config section (``channel``, ``morphology``, ``bright``).
     """
     channel = int(cfg["channel"])
     engine, batch_size = cfg["morphology"]["engine"], int(cfg["morphology"]["batch_size"])
@@ -340,6 +356,7 @@ def measure(
 
     real_truth = props(real.truth, np.zeros(len(real))) if real.truth is not None else None
     return Measured(
+        bright=bright_mask(real, float(cfg["bright"]["fraction"])),
         real=real,
         gens=gens,
         channel=channel,
@@ -372,13 +389,91 @@ def _conditional(m: Measured, name: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def compare(m: Measured, cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def bright_mask(real: GalaxySet, fraction: float) -> np.ndarray | None:
+    r"""Boolean mask of the brightest ``fraction`` of ``real`` by catalog ``mag`` (None without a ``mag`` column)."""
+    if "mag" not in real.catalog:
+        return None
+    mag = np.asarray(real.catalog["mag"], np.float64)
+    return mag <= np.nanquantile(mag, fraction)
+
+
+def _auc_entry(res: dict[str, Any]) -> dict[str, Any]:
+    out = {"auc": res["auc"], "n_train": int(res["n_train"]), "n_test": int(res["n_test"])}
+    if all(math.isfinite(v) for v in res["interval"]):
+        out["interval"] = [float(v) for v in res["interval"]]
+    return out
+
+
+def powered_c2st_block(
+    m: Measured, train: tuple[GalaxySet, dict[str, GalaxySet]], cfg: Mapping[str, Any], seed: int
+) -> dict[str, dict[str, Any]]:
+    r"""The powered C2ST (:mod:`.classify`) of every model with train counterparts, and its real-vs-real control.
+
+    Returns ``{model: {"all": entry, "bright": entry}, "control": {...}}``; entries hold ``auc``,
+    ``interval`` (95 % bootstrap), ``n_train`` (stamps per class) and ``n_test`` (stamps scored).
+    """
+    from .classify import powered_c2st, prepare
+
+    pc = cfg["c2st"]["powered"]
+    kw = {"seed": seed, "epochs": int(pc["epochs"]), "batch_size": int(pc["batch_size"]), "lr": float(pc["lr"]),
+          "n_boot": int(pc["n_boot"])}  # fmt: skip
+    crop, ch = int(pc["crop"]), m.channel
+    train_real, train_gens = train
+
+    def prep(gs: GalaxySet, sel: Any = slice(None)) -> np.ndarray:
+        return prepare(gs.images[sel, ch], gs.noise_sigma[sel], crop)
+
+    x_real, x_train = prep(m.real), prep(train_real)
+    h1, h2 = split_halves(train_real.ids, salt="metrics-train-half")
+    a, b = m.half_a, m.half_b
+    sub = {"bright": (m.bright[a], m.bright[b])} if m.bright is not None else {}
+    res = powered_c2st(x_train[h1], x_train[h2], x_real[a], x_real[b], subsets=sub, **kw)
+    out = {"control": {k: _auc_entry(v) for k, v in res.items()}}
+    for name, gen_train in train_gens.items():
+        if name not in m.gens:
+            continue
+        sub = {"bright": (m.bright, m.bright)} if m.bright is not None else {}
+        res = powered_c2st(x_train, prep(gen_train), x_real, prep(m.gens[name]), subsets=sub, **kw)
+        out[name] = {k: _auc_entry(v) for k, v in res.items()}
+        log.info(
+            "%s: powered C2ST AUC %.3f (control %.3f)", name, out[name]["all"]["auc"], out["control"]["all"]["auc"]
+        )
+    return out
+
+
+def _bright_block(m: Measured, name: str, cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    r"""The generated-vs-real entries inside the bright bin (floors from the bin's halves)."""
+    br, min_half = m.bright, int(cfg["bright"]["min_half"])
+    a, b = m.half_a & br, m.half_b & br
+    gp = m.gen_props[name]
+    mag = np.asarray(m.real.catalog["mag"], np.float64)
+    block = {
+        "n": int(br.sum()),
+        "mag_max": float(mag[br].max()),
+        **compare_sets(m.real_props, gp, a, b, min_half=min_half),
+    }
+    if min(a.sum(), b.sum()) < min_half:
+        block["power_spectrum"] = _too_small(a.sum(), b.sum(), min_half)
+    else:
+        ra, rb = m.real.images[a, m.channel], m.real.images[b, m.channel]
+        gb = m.gens[name].images[b, m.channel]
+        block["power_spectrum"] = _entry(
+            power_spectrum_distance(ra, gb), power_spectrum_distance(ra, rb), 0, 0, key="distance"
+        )
+    block["shape_bias"] = shape_biases(m.real_props, gp, br, n_boot=int(cfg["shapes"]["n_boot"]), seed=seed)
+    return block
+
+
+def compare(
+    m: Measured, cfg: Mapping[str, Any], seed: int, train: tuple[GalaxySet, dict[str, GalaxySet]] | None = None
+) -> dict[str, Any]:
     r"""Step 2: the ``generation`` block of ``metrics.json``, one entry per model (each distance beside its floor).
 
     Arguments:
         m: The measured sets (:func:`measure`).
-        cfg: The ``metrics`` config section (``c2st``).
-        seed: Global seed (C2ST).
+        cfg: The ``metrics`` config section (``c2st``, ``bright``, ``shapes``).
+        seed: Global seed (C2ST, bootstraps).
+        train: The train split and its generated counterparts by model (the powered C2ST; None: left out).
     """
     c2st = {"seed": seed, "epochs": int(cfg["c2st"]["epochs"]), "batch_size": int(cfg["c2st"]["batch_size"]),
             "lr": float(cfg["c2st"]["lr"])}  # fmt: skip
@@ -387,6 +482,7 @@ def compare(m: Measured, cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
     # floors: real A vs real B (independent of the model)
     ps_floor = power_spectrum_distance(ra_img, rb_img)
     auc_floor = c2st_auc(ra_img, rb_img, real.noise_sigma[a], real.noise_sigma[b], **c2st)
+    powered = powered_c2st_block(m, train, cfg, seed) if train is not None else {}
     generation: dict[str, Any] = {}
     for name, gen in m.gens.items():
         gp = m.gen_props[name]
@@ -395,6 +491,9 @@ def compare(m: Measured, cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
         block["power_spectrum"] = _entry(power_spectrum_distance(ra_img, gb_img), ps_floor, 0, 0, key="distance")
         block["c2st_auc"] = c2st_auc(ra_img, gb_img, real.noise_sigma[a], gen.noise_sigma[b], **c2st)
         block["c2st_auc_floor"] = auc_floor
+        if name in powered:
+            block["c2st_powered"] = {**powered[name]["all"], "control": powered["control"]["all"]}
+        block["shape_bias"] = shape_biases(m.real_props, gp, n_boot=int(cfg["shapes"]["n_boot"]), seed=seed)
         block["hsm_failure_rate"] = {
             "real": float(m.real_props["hsm_failed"].mean()),
             "generated": float(gp["hsm_failed"].mean()),
@@ -402,6 +501,10 @@ def compare(m: Measured, cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
         block["conditional"] = _conditional(m, name)
         if name in m.gen_truth_props:
             block["psf_free"] = compare_sets(m.real_truth_props, m.gen_truth_props[name], a, b)["morphology"]
+        if m.bright is not None:
+            block["bright"] = _bright_block(m, name, cfg, seed)
+            if name in powered and "bright" in powered[name]:
+                block["bright"]["c2st_powered"] = {**powered[name]["bright"], "control": powered["control"]["bright"]}
         generation[name] = block
         log.info("%s: morphology mean ratio %s, C2ST AUC %.3f (floor %.3f)", name,
                  block["morphology_mean_ratio"], block["c2st_auc"], auc_floor)  # fmt: skip
@@ -430,7 +533,7 @@ def assemble(
             data[key] = _n_ids(upstream[split])
     if "cleaning" in upstream:
         data["cleaning"] = _read_json(upstream["cleaning"])
-    metrics: dict[str, Any] = {"format_version": 1, "data": data}
+    metrics: dict[str, Any] = {"format_version": 2, "data": data}
     if "ae_metrics" in upstream:
         metrics["autoencoder"] = _read_json(upstream["ae_metrics"], AE_KEYS, optional=AE_OPTIONAL)
     if "flow_metrics" in upstream:
@@ -441,6 +544,16 @@ def assemble(
     files = sorted(Path(benchmarks).glob("*.tsv")) if benchmarks is not None else []
     metrics["timing_s"] = read_benchmarks(files, skip=("metrics",))
     return metrics
+
+
+def _reconstructions(autoencoder: str | os.PathLike, gs: GalaxySet) -> np.ndarray:
+    r"""Posterior-mean observed-image reconstructions (N, C, H, W) of ``gs`` in counts."""
+    from ..autoencoder.evaluate import reconstruct_set
+    from ..autoencoder.io import check_stamps, load_autoencoder
+
+    net, meta = load_autoencoder(autoencoder, device="cpu")
+    check_stamps(meta, gs, "test split", autoencoder)
+    return reconstruct_set(net, meta, gs)["model"] * float(meta["norm_scale"])
 
 
 def plot(
@@ -455,7 +568,7 @@ def plot(
     The latent corner plot shows the ``z_mean`` of ``upstream["latents"]`` (:func:`read_latents`) and the
     flow samples' latents (dataset ``z`` of ``samples["flow"]``, if any); the loss curves the histories.
     """
-    from .plots import make_plots
+    from .plots import grid_index, make_plots
 
     z_real = z_gen = None
     if "latents" in upstream:
@@ -465,6 +578,12 @@ def plot(
                 z_gen = f["z"][()] if "z" in f else None
     stages = (("autoencoder", "ae_history"), ("flow", "flow_history"))
     histories = {name: upstream[key] for name, key in stages if key in upstream}
+    recon = None
+    if "autoencoder" in upstream:
+        recon = _reconstructions(
+            upstream["autoencoder"], m.real.subset(grid_index(m.real, int(cfg["plots"]["n_grid"])))
+        )
+        recon = recon[:, m.channel]
     make_plots(
         plots,
         real=m.real,
@@ -476,7 +595,35 @@ def plot(
         z_gen=z_gen,
         histories=histories,
         config=cfg["plots"],
+        recon=recon,
+        bright=m.bright,
     )
+
+
+def _unavailable(name: str, config: Mapping[str, Any]) -> str:
+    if name == "parametric" and "data" in config:
+        from ..parametric import parametric_unavailable
+
+        why = parametric_unavailable(config)
+        if why is not None:
+            return why
+    return f"no samples of '{name}' were given"
+
+
+def _read_train(
+    train: str | os.PathLike | None, train_samples: Mapping[str, str | os.PathLike], m: Measured
+) -> tuple[GalaxySet, dict[str, GalaxySet]] | None:
+    r"""The train split and its generated counterparts (checked against it); None when either is missing."""
+    if train is None or not train_samples:
+        return None
+    real = read_galaxies(train)
+    if real.images.shape[1:] != m.real.images.shape[1:]:
+        raise ContractError(f"{train}: stamps {real.images.shape[1:]} differ from the test split's")
+    gens = {}
+    for name, path in train_samples.items():
+        gens[name] = read_galaxies(path)
+        _check_same_galaxies(real, gens[name], str(path))
+    return real, gens
 
 
 def run_metrics(
@@ -484,6 +631,7 @@ def run_metrics(
     test: str | os.PathLike,
     samples: Mapping[str, str | os.PathLike],
     metrics: str | os.PathLike,
+    train_samples: Mapping[str, str | os.PathLike] | None = None,
     summary: str | os.PathLike | None = None,
     plots: Mapping[str, str | os.PathLike] | None = None,
     config: Mapping[str, Any],
@@ -501,10 +649,14 @@ def run_metrics(
         samples: Generated galaxies per model name (``flow``, ``gaussian``), one per test galaxy,
             same ids and order.
         metrics: Output ``metrics.json`` (layout :data:`METRICS_SCHEMA`).
+        train_samples: Generated counterparts of the train split (``upstream["train"]``) per model name:
+            the powered C2ST (:func:`powered_c2st_block`) is run where given.
         summary: Output ``summary.md`` (None: not written).
         plots: Plot outputs by kind (see :func:`morphoflow.metrics.plots.make_plots`; None: none).
-        config: ``{"metrics": ..., "seed": ...}`` from the validated config.
-        upstream: Files of the other stages by :data:`UPSTREAM` key (all optional).
+        config: ``{"metrics": ..., "seed": ..., "data": {"source"}}`` from the validated config; a model of
+            ``metrics.models`` without samples is written as ``{"unavailable": reason}``.
+        upstream: Files of the other stages by :data:`UPSTREAM` key (all optional; ``autoencoder``: the
+            reconstruction row of the grid).
         benchmarks: Folder of the other rules' Snakemake benchmark files (``timing_s``).
 
     Returns:
@@ -516,7 +668,11 @@ def run_metrics(
     if unknown:
         raise ValueError(f"unknown upstream inputs {sorted(unknown)} (known: {list(UPSTREAM)})")
     m = measure(test, samples, cfg, progress=progress)
-    generation = compare(m, cfg, seed)
+    train = _read_train(upstream.get("train"), train_samples or {}, m)
+    generation = compare(m, cfg, seed, train)
+    for name in cfg["models"]:
+        if name not in generation:
+            generation[name] = {"unavailable": _unavailable(name, config)}
     written = write_metrics(metrics, assemble(len(m.real), generation, upstream, benchmarks))
     if summary is not None:
         write_summary(summary, written, cfg["targets"])

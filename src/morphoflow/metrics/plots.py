@@ -1,14 +1,15 @@
 r"""Figures of the metrics stage (matplotlib, Agg backend, PNG).
 
 Kinds (keys of the ``paths`` mapping of :func:`make_plots`; any may be left out):
-``grid`` real vs generated stamps at the same conditions, ``histograms`` of every property,
+``grid`` the brightest test galaxies: real, reconstruction, flow and parametric stamps at the same
+conditions and the reconstruction residual in noise σ; ``histograms`` of every property (all, bright bin),
 ``power_spectra`` mean 1-D spectra, ``conditional`` requested vs measured conditions,
 ``latent_corner`` encoded test latents vs flow samples, ``loss_curves`` training histories.
 """
 
 from __future__ import annotations
 
-__all__ = ["KINDS", "corner_axes", "make_plots"]
+__all__ = ["GRID_MODELS", "KINDS", "corner_axes", "grid_index", "make_plots"]
 
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from .power_spectrum import power_spectrum_1d
 
 #: Figure kinds of :func:`make_plots`.
 KINDS: tuple[str, ...] = ("grid", "histograms", "power_spectra", "conditional", "latent_corner", "loss_curves")
-COLORS = {"real": "k", "flow": "C0", "gaussian": "C1"}
+COLORS = {"real": "k", "flow": "C0", "gaussian": "C1", "parametric": "C2"}
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
@@ -36,46 +37,76 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def _grid(path: Any, real: GalaxySet, gens: dict[str, GalaxySet], channel: int, n: int) -> None:
-    order = np.argsort(np.asarray(real.catalog.get("mag", np.arange(len(real))), np.float64))
-    pick = order[np.linspace(0, len(real) - 1, min(n, len(real))).astype(int)]
-    rows = [("real", real), *gens.items()]
-    fig, axes = plt.subplots(len(rows), len(pick), figsize=(1.3 * len(pick), 1.4 * len(rows)), squeeze=False)
-    for j, i in enumerate(pick):
-        ref = real.images[i, channel]
-        s = max(float(real.noise_sigma[i]), 1e-12)
-        vmax = np.arcsinh(ref.max() / s)
-        for r, (name, gs) in enumerate(rows):
-            ax = axes[r, j]
-            ax.imshow(np.arcsinh(gs.images[i, channel] / s), origin="lower", cmap="gray_r", vmin=-1, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
+def grid_index(real: GalaxySet, n: int) -> np.ndarray:
+    r"""The ``n`` galaxies of the stamp grid: the brightest by catalog ``mag`` (first ``n`` without it)."""
+    order = np.argsort(np.asarray(real.catalog.get("mag", np.arange(len(real))), np.float64), kind="stable")
+    return order[: min(n, len(real))]
+
+
+#: Generated sets shown in the stamp grid, in this order (others are in the other figures).
+GRID_MODELS = ("flow", "parametric")
+
+
+def _grid(
+    path: Any, real: GalaxySet, gens: dict[str, GalaxySet], channel: int, n: int, recon: np.ndarray | None = None
+) -> None:
+    r"""Brightest galaxies first; rows real / reconstruction / flow / parametric / (real - reconstruction) / σ.
+
+    ``recon``: observed-image reconstructions (len(pick), H, W) in counts of the :func:`grid_index` galaxies.
+    """
+    pick = grid_index(real, n)
+    rows = [("real", real.images[pick, channel])]
+    if recon is not None:
+        rows.append(("reconstruction", recon))
+    rows += [(m, gens[m].images[pick, channel]) for m in GRID_MODELS if m in gens]
+    sig = np.maximum(np.asarray(real.noise_sigma[pick], np.float64), 1e-12)
+    resid = None if recon is None else (real.images[pick, channel] - recon) / sig[:, None, None]
+    nrow = len(rows) + (resid is not None)
+    fig, axes = plt.subplots(nrow, len(pick), figsize=(1.45 * len(pick), 1.5 * nrow), squeeze=False)
+    for j in range(len(pick)):
+        vmax = np.arcsinh(real.images[pick[j], channel].max() / sig[j])
+        for r, (name, imgs) in enumerate(rows):
+            axes[r, j].imshow(np.arcsinh(imgs[j] / sig[j]), origin="lower", cmap="gray_r", vmin=-1, vmax=vmax)
             if j == 0:
-                ax.set_ylabel(name)
-            if r == 0 and "mag" in real.catalog:
-                ax.set_title(f"{real.catalog['mag'][i]:.1f} mag", fontsize=7)
+                axes[r, j].set_ylabel(name, fontsize=8)
+        if resid is not None:
+            axes[-1, j].imshow(resid[j], origin="lower", cmap="RdBu_r", vmin=-5, vmax=5)
+            if j == 0:
+                axes[-1, j].set_ylabel("residual / σ", fontsize=8)
+        if "mag" in real.catalog:
+            axes[0, j].set_title(f"{real.catalog['mag'][pick[j]]:.1f} mag", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=0.95, wspace=0.03, hspace=0.05)
     _save(fig, path)
 
 
-def _hist(path: Any, real_props: dict, gen_props: dict) -> None:
+def _hist(path: Any, real_props: dict, gen_props: dict, bright: np.ndarray | None = None) -> None:
+    r"""Histograms of every property, real vs each generated set: all galaxies, then (rows below) the bright bin."""
     keys = [k for k in real_props if k != "hsm_failed"]
     ncol = 5
     nrow = int(np.ceil(len(keys) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 2.4 * nrow), squeeze=False)
-    for ax, k in zip(axes.flat, keys, strict=False):
-        sets = {"real": real_props[k], **{m: p[k] for m, p in gen_props.items()}}
-        allv = np.concatenate([v[np.isfinite(v)] for v in sets.values()])
-        if len(allv) == 0:
-            continue
-        lo, hi = np.percentile(allv, [1, 99])
-        bins = np.linspace(lo, hi if hi > lo else lo + 1, 30)
-        for name, v in sets.items():
-            ax.hist(v[np.isfinite(v)], bins=bins, histtype="step", density=True, color=COLORS.get(name), label=name)
-        ax.set_title(k)
-    for ax in list(axes.flat)[len(keys) :]:
-        ax.axis("off")
+    bins_sel = [("all", slice(None))] + ([("bright", np.asarray(bright, bool))] if bright is not None else [])
+    fig, axes = plt.subplots(nrow * len(bins_sel), ncol, figsize=(3 * ncol, 2.4 * nrow * len(bins_sel)), squeeze=False)
+    for b, (label, sel) in enumerate(bins_sel):
+        flat = axes[b * nrow : (b + 1) * nrow].flat
+        for ax, k in zip(flat, keys, strict=False):
+            sets = {"real": real_props[k][sel], **{m: p[k][sel] for m, p in gen_props.items()}}
+            allv = np.concatenate([v[np.isfinite(v)] for v in sets.values()])
+            ax.set_title(f"{k} ({label})", fontsize=9)
+            if len(allv) == 0:
+                continue
+            lo, hi = np.percentile(allv, [1, 99])
+            edges = np.linspace(lo, hi if hi > lo else lo + 1, 30)
+            for name, v in sets.items():
+                ax.hist(
+                    v[np.isfinite(v)], bins=edges, histtype="step", density=True, color=COLORS.get(name), label=name
+                )
+        for ax in list(axes[b * nrow : (b + 1) * nrow].flat)[len(keys) :]:
+            ax.axis("off")
     axes[0, 0].legend(fontsize=7)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.3, hspace=0.45)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.06, top=0.95, wspace=0.3, hspace=0.55)
     _save(fig, path)
 
 
@@ -214,19 +245,23 @@ def make_plots(
     z_real: np.ndarray | None = None,
     z_gen: np.ndarray | None = None,
     histories: dict[str, Any] | None = None,
+    recon: np.ndarray | None = None,
+    bright: np.ndarray | None = None,
 ) -> None:
     r"""Write each requested figure kind to its path (see the module docstring).
 
     Arguments:
         config: The ``metrics.plots`` config section (``n_grid``, ``corner_dims``).
+        recon: Reconstructions (counts, observed) of the grid's galaxies (:func:`grid_index`), or None.
+        bright: Mask of the bright bin (histograms of the bin below those of all galaxies), or None.
     """
     unknown = set(paths) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown plot kinds {sorted(unknown)}")
     if "grid" in paths:
-        _grid(paths["grid"], real, gens, channel, int(config["n_grid"]))
+        _grid(paths["grid"], real, gens, channel, int(config["n_grid"]), recon)
     if "histograms" in paths:
-        _hist(paths["histograms"], real_props, gen_props)
+        _hist(paths["histograms"], real_props, gen_props, bright)
     if "power_spectra" in paths:
         _power(paths["power_spectra"], real, gens, channel, power_spectrum_1d)
     if "conditional" in paths:

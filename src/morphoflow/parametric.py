@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .contract import ContractError, GalaxySet
+from .data.floors import simulated_rows
 from .data.simulate import Renderer
 from .sampling import observe
 from .seeding import item_seed
@@ -44,19 +45,8 @@ def parametric_unavailable(config: Mapping[str, Any]) -> str | None:
 def _smooth_draws(gs: GalaxySet, simulate: Mapping[str, Any], seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     r"""Noiseless observed (GalSim) and PSF-free smooth images (N, 1, H, W) of simulated galaxies."""
     renderer = Renderer(dict(simulate))
-    if tuple(gs.images.shape[1:]) != (1, renderer.n, renderer.n):
-        raise ContractError(
-            f"{name}: dataset 'images' stamps {gs.images.shape[1:]} are not the simulation's (1, {renderer.n}, {renderer.n})"
-        )
-    mags = np.asarray(gs.catalog["mag"], np.float64)
     obs, truth = [], []
-    for i, gid in enumerate(gs.ids):
-        row, knot_seed, _ = renderer.parameters(int(gid), seed)
-        if not np.isclose(row["mag"], mags[i], rtol=0, atol=1e-6):
-            raise ContractError(
-                f"{name}: galaxy id {int(gid)} has mag {mags[i]:.6f}, but the simulate config with seed {seed} "
-                f"draws {row['mag']:.6f}; the file comes from another config or seed"
-            )
+    for row, knot_seed in simulated_rows(gs, renderer, seed, name):
         o, t = renderer.draw(dict(row, knot_fraction=0.0), knot_seed)
         obs.append(o)
         truth.append(t)

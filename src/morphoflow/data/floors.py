@@ -20,12 +20,12 @@ footprints, as in :mod:`morphoflow.autoencoder.evaluate`) and ``chi2_per_pixel_s
 
 from __future__ import annotations
 
-__all__ = ["run_simulation_floors", "simulation_floors"]
+__all__ = ["run_simulation_floors", "simulated_rows", "simulation_floors"]
 
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,30 @@ from ..contract import ContractError, GalaxySet, read_galaxies
 from .simulate import Renderer
 
 log = logging.getLogger(__name__)
+
+
+def simulated_rows(gs: GalaxySet, renderer: Renderer, seed: int, name: str) -> Iterator[tuple[dict, int]]:
+    r"""The simulation's parameter row and knot seed of each galaxy of ``gs``, checked against its catalog.
+
+    Raises:
+        ContractError: the stamps are not the renderer's, or a galaxy's magnitude is not the one the
+            simulate config and ``seed`` draw for its id (the file comes from another config or seed).
+    """
+
+    if tuple(gs.images.shape[-2:]) != (renderer.n, renderer.n) or gs.images.shape[1] != 1:
+        raise ContractError(
+            f"{name}: dataset 'images' stamps {gs.images.shape[1:]} are not the simulation's "
+            f"(1, {renderer.n}, {renderer.n})"
+        )
+    mags = np.asarray(gs.catalog["mag"], np.float64)
+    for i, gid in enumerate(gs.ids):
+        row, knot_seed, _ = renderer.parameters(int(gid), seed)
+        if not np.isclose(row["mag"], mags[i], rtol=0, atol=1e-6):
+            raise ContractError(
+                f"{name}: galaxy id {int(gid)} has mag {mags[i]:.6f}, but the simulate config with seed {seed} "
+                f"draws {row['mag']:.6f}; the file comes from another config or seed"
+            )
+        yield row, knot_seed
 
 
 def simulation_floors(
@@ -57,20 +81,8 @@ def simulation_floors(
     if gs.truth is None:
         raise ContractError(f"{name}: dataset 'truth' is missing; floors need the simulated data set")
     renderer = Renderer(simulate_config)
-    if tuple(gs.images.shape[-2:]) != (renderer.n, renderer.n) or gs.images.shape[1] != 1:
-        raise ContractError(
-            f"{name}: dataset 'images' stamps {gs.images.shape[1:]} are not the simulation's "
-            f"(1, {renderer.n}, {renderer.n})"
-        )
-    mags = np.asarray(gs.catalog["mag"], np.float64)
     exact, smooth = [], []
-    for i, gid in enumerate(gs.ids):
-        row, knot_seed, _ = renderer.parameters(int(gid), seed)
-        if not np.isclose(row["mag"], mags[i], rtol=0, atol=1e-6):
-            raise ContractError(
-                f"{name}: galaxy id {int(gid)} has mag {mags[i]:.6f}, but the simulate config with seed {seed} "
-                f"draws {row['mag']:.6f}; the file comes from another config or seed"
-            )
+    for row, knot_seed in simulated_rows(gs, renderer, seed, name):
         exact.append(renderer.draw(row, knot_seed)[0])
         smooth.append(renderer.draw(dict(row, knot_fraction=0.0), knot_seed)[0])
     x = gs.images.astype(np.float64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from morphoflow.autoencoder.detail import DetailLevel
 from morphoflow.autoencoder.evaluate import reconstruct_set
 from morphoflow.autoencoder.evaluate import test_metrics as stage1_figures
 from morphoflow.autoencoder.io import load_autoencoder
-from morphoflow.autoencoder.train import run_train_autoencoder
+from morphoflow.autoencoder.train import _warn_if_collapsed, run_train_autoencoder
 from morphoflow.config import load_config
 from morphoflow.contract import write_galaxies
 from morphoflow.data.simulate import simulate
@@ -93,3 +94,13 @@ def test_one_global_latent_different_seeds_different_substructure_same_flux(over
     assert flux.std() / flux.mean() < 0.05  # measured 3.0 % (8 draws)
     for a, b in ((0, 1), (1, 2), (2, 3)):  # ... with other substructure: draws differ by far more than rounding
         assert np.abs(images[a] - images[b]).sum() / flux.mean() > 0.01
+
+
+def test_a_collapsed_detail_map_is_reported_in_the_log(caplog):
+    used = pd.DataFrame({"epoch": [0, 1], "val_kl": [250.0, 58.0]})
+    collapsed = pd.DataFrame({"epoch": [0, 1], "val_kl": [250.0, 0.07]})
+    with caplog.at_level("WARNING", logger="morphoflow.autoencoder.train"):
+        _warn_if_collapsed(used)
+        assert not caplog.records
+        _warn_if_collapsed(collapsed)
+    assert len(caplog.records) == 1 and "collapsed" in caplog.records[0].getMessage()

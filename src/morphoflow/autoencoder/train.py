@@ -183,6 +183,23 @@ def _train_detail(
                history_path=workdir / "detail" / "history.csv", progress=progress)  # fmt: skip
 
 
+#: Final validation KL of the detail map (nats per galaxy) below which it carries next to nothing.
+COLLAPSED_KL = 1.0
+
+
+def _warn_if_collapsed(history: pd.DataFrame) -> None:
+    r"""Say in the log when the detail map collapsed to its prior (the model is then the one-level one)."""
+
+    kl = float(history["val_kl"].iloc[-1]) if "val_kl" in history and len(history) else float("nan")
+    if kl < COLLAPSED_KL:
+        log.warning(
+            "the detail map collapsed to its prior (validation KL %.3g nats per galaxy): the model decodes "
+            "smooth galaxies like the one-level model; see docs/substructure.md (fragile training) and try "
+            "a lower autoencoder.detail.beta_start or autoencoder.detail.train.lr",
+            kl,
+        )
+
+
 def _write_history(path: str | os.PathLike, parts: dict[str, pd.DataFrame]) -> None:
     r"""One history file for both levels, a ``level`` column telling them apart."""
 
@@ -225,6 +242,7 @@ def run_train_autoencoder(
     if cfg["detail"]["enabled"]:
         result = _train_detail(net, data, cfg, seed, workdir, result, progress)
         parts["detail"] = result.history
+        _warn_if_collapsed(result.history)
     _write_history(history, parts)
     save_autoencoder(model, net, _meta(net, cfg, data, seed, result))
     log.info("wrote %s (best val loss %.5g after %d steps)", model, result.best_val_loss, result.steps)

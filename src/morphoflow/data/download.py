@@ -177,11 +177,22 @@ def fetch(
         return path
 
     part = path.with_name(path.name + ".part")
+    _download_with_resume(url, part, retries, timeout, chunk_size, backoff, progress)
+    _check_and_rename(url, part, path, known_hash)
+    log.info("downloaded %s -> %s", url, path)
+    return path
+
+
+def _download_with_resume(
+    url: str, part: Path, retries: int, timeout: float, chunk_size: int, backoff: float, progress: bool
+) -> None:
+    r"""Transfer ``url`` into ``part``, resuming after dropped connections up to ``retries`` times."""
+
     for attempt in range(retries + 1):
         before = part.stat().st_size if part.exists() else 0
         try:
             _transfer(url, part, chunk_size, timeout, progress)
-            break
+            return
         except requests.exceptions.HTTPError as err:
             raise DownloadError(f"{url}: HTTP error {err.response.status_code} ({err.response.reason})") from err
         except (
@@ -206,6 +217,11 @@ def fetch(
             log.warning("%s: connection dropped at byte %d (%s); resuming", url, have, type(err).__name__)
             time.sleep(backoff * (attempt + 1))
 
+
+def _check_and_rename(url: str, part: Path, path: Path, known_hash: str | None) -> None:
+    r"""Verify the finished ``part`` (against ``known_hash`` or the recorded hash) before it becomes ``path``;
+    a mismatching file is deleted. Without either hash, the new file's hash is recorded."""
+
     record = path.with_name(path.name + ".sha256")
     expected = known_hash if known_hash is not None else recorded_hash(path)
     try:
@@ -220,8 +236,6 @@ def fetch(
     os.replace(part, path)
     if expected is None:
         verify(path)  # records <path>.sha256
-    log.info("downloaded %s -> %s", url, path)
-    return path
 
 
 def run_download(*, tarball: str | os.PathLike, config: Mapping[str, Any]) -> Path:

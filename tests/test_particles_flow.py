@@ -204,7 +204,7 @@ def test_metrics_and_plots_files(run, tmp_path):
     p = on_disk["particles"]
     assert p["plots"] == [str(f) for f in plots.values()]
     assert (
-        on_disk["format_version"] == 1
+        on_disk["format_version"] == 2  # one metrics.json schema for both modes
         and on_disk["data"]["n_test"] == 2
         and on_disk["data"]["n_train"] == len(split["train"])
     )

@@ -16,6 +16,7 @@ against the package schema ``morphoflow/schemas/metrics-output.schema.json``
 from __future__ import annotations
 
 __all__ = [
+    "FORMAT_VERSION",
     "METRICS_SCHEMA",
     "PROPERTIES",
     "UPSTREAM",
@@ -254,6 +255,9 @@ def read_benchmarks(paths: Sequence[str | os.PathLike], skip: tuple[str, ...] = 
             out[name] = s
     return out
 
+
+#: ``format_version`` of metrics.json (both modes; the schema holds it as a constant).
+FORMAT_VERSION = 2
 
 #: Optional inputs of rule ``metrics`` from the other stages (keys of ``upstream`` of :func:`run_metrics`).
 UPSTREAM: tuple[str, ...] = (
@@ -533,7 +537,7 @@ def assemble(
             data[key] = _n_ids(upstream[split])
     if "cleaning" in upstream:
         data["cleaning"] = _read_json(upstream["cleaning"])
-    metrics: dict[str, Any] = {"format_version": 2, "data": data}
+    metrics: dict[str, Any] = {"format_version": FORMAT_VERSION, "data": data}
     if "ae_metrics" in upstream:
         metrics["autoencoder"] = _read_json(upstream["ae_metrics"], AE_KEYS, optional=AE_OPTIONAL)
     if "flow_metrics" in upstream:

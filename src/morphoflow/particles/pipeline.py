@@ -40,7 +40,7 @@ from ..atomic import atomic_path
 from ..autoencoder.latents import read_latents
 from ..contract import write_galaxies
 from ..flow import ConditionalFlow, load_flow, nll_per_dim, save_flow, train_conditional_flow
-from ..metrics.collect import read_benchmarks, write_metrics
+from ..metrics.collect import FORMAT_VERSION, read_benchmarks, write_metrics
 from ..seeding import item_rng
 from . import metrics as pm
 from . import plots
@@ -328,7 +328,7 @@ def run_particles_metrics(
 ) -> dict[str, Any]:
     r"""Rule ``particles_metrics``: per-galaxy distances with floors for each variant, latent-vs-global, data counts.
 
-    Writes ``{"format_version": 1, "data": {...}, "particles": {...}, "autoencoder": {...}, "timing_s": {...}}``
+    Writes ``{"format_version": 2, "data": {...}, "particles": {...}, "autoencoder": {...}, "timing_s": {...}}``
     to ``metrics`` through :func:`morphoflow.metrics.collect.write_metrics` (validated against the package
     schema ``metrics-output.schema.json``).
 
@@ -357,7 +357,7 @@ def run_particles_metrics(
         data[f"n_{split}"] = len(read_latents(path).ids)
     data["cleaning"] = report
     result["plots"] = [str(p) for p in plots]
-    out: dict[str, Any] = {"format_version": 1, "data": data, "particles": result}
+    out: dict[str, Any] = {"format_version": FORMAT_VERSION, "data": data, "particles": result}
     if autoencoder is not None:
         out["autoencoder"] = json.loads(Path(autoencoder).read_text())
     if benchmarks is not None and Path(benchmarks).is_dir():

@@ -88,3 +88,8 @@ def test_shape_biases_measure_a_larger_generator(sets):
     same = shape_biases(real, real, n_boot=100)
     assert same["sigma"]["bias_pct"] == 0 and same["e_abs"]["error_pct"] == 0
     assert np.isnan(bias_pct(np.array([1.0]), np.array([2.0]))["bias_pct"])
+
+
+def test_auc_interval_of_a_class_too_small_to_score_has_no_auc():
+    e = auc_interval(np.zeros(1), np.ones(5), n_boot=10)
+    assert e == {"too_small": True, "n_test": 6}

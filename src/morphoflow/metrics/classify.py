@@ -90,13 +90,14 @@ def auc_interval(
 ) -> dict[str, float | list[float] | int]:
     r"""ROC-AUC of scores ``s1`` (label 1) over ``s0`` and its percentile bootstrap interval.
 
-    Returns ``{"auc", "interval": [lo, hi], "n_test": len(s0) + len(s1)}``; NaN when a class is empty.
+    Returns ``{"auc", "interval": [lo, hi], "n_test": len(s0) + len(s1)}``; ``{"too_small": True, "n_test"}``
+    when a class has fewer than 2 scores (no AUC and no interval then).
     """
     s0, s1 = np.asarray(s0, np.float64), np.asarray(s1, np.float64)
+    if len(s0) < 2 or len(s1) < 2:
+        return {"too_small": True, "n_test": len(s0) + len(s1)}
     labels = np.r_[np.zeros(len(s0)), np.ones(len(s1))]
     auc = roc_auc(np.r_[s0, s1], labels)
-    if len(s0) < 2 or len(s1) < 2:
-        return {"auc": auc, "interval": [float("nan"), float("nan")], "n_test": len(s0) + len(s1)}
     rng = np.random.default_rng(seed)
     boots = [
         roc_auc(np.r_[s0[rng.integers(0, len(s0), len(s0))], s1[rng.integers(0, len(s1), len(s1))]], labels)

@@ -402,6 +402,8 @@ def bright_mask(real: GalaxySet, fraction: float) -> np.ndarray | None:
 
 
 def _auc_entry(res: dict[str, Any]) -> dict[str, Any]:
+    if "auc" not in res:  # a class too small to score
+        return {"too_small": True, "n_train": int(res["n_train"]), "n_test": int(res["n_test"])}
     out = {"auc": res["auc"], "n_train": int(res["n_train"]), "n_test": int(res["n_test"])}
     if all(math.isfinite(v) for v in res["interval"]):
         out["interval"] = [float(v) for v in res["interval"]]

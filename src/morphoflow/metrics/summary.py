@@ -49,6 +49,8 @@ def _powered_cell(block: dict[str, Any], excess: float) -> str:
     e = block.get("c2st_powered")
     if not e:
         return "—"
+    if "auc" not in e:
+        return f"too few galaxies ({e['n_test']} scored)"
     ci = f" [{e['interval'][0]:.3f}, {e['interval'][1]:.3f}]" if "interval" in e else ""
     ctl = e.get("control", {}).get("auc")
     if ctl is None:
